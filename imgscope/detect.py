@@ -1,0 +1,29 @@
+"""Identify an image format by its magic bytes (../shared/FORMATS.md §1)."""
+from __future__ import annotations
+
+from .io import Source
+
+
+def detect(src: Source) -> str:
+    head = src.read(0, min(src.size, 512), "image header", zero_fill=True)
+    if head[:4] == b"QFI\xfb":
+        version = int.from_bytes(head[4:8], "big") if len(head) >= 8 else 0
+        return "qcow" if version == 1 else "qcow2"
+    if head[:4] == b"QED\x00":
+        return "qed"
+    if head[:4] == b"KDMV" or head[:4] == b"COWD":
+        return "vmdk"
+    if head[:8] == b"vhdxfile":
+        return "vhdx"
+    if len(head) >= 0x44 and head[0x40:0x44] == b"\x7f\x10\xda\xbe":
+        return "vdi"
+    if head[:8] == b"conectix":
+        return "vpc"
+    if src.size >= 512 and src.read(src.size - 512, 8, "vhd footer") == b"conectix":
+        return "vpc"
+    if head[:4] == bytes.fromhex("a9f54351"):
+        return "fvd"
+    text = head.lstrip()
+    if text.startswith(b"# Disk DescriptorFile") or b"createType" in head:
+        return "vmdk"
+    return "raw"

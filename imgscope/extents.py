@@ -1,0 +1,111 @@
+"""Guest extents and backing-chain resolution, the way ``qemu-img map`` reports them.
+
+Each layer of a chain describes its guest space as extents with a block-status
+word (qemu's BDRV_BLOCK_* bits, reduced to the four that map prints).  An extent
+that is neither DATA nor ZERO is read from the next layer down; past the end of
+the backing file, or without one, it reads as zeros (qemu's rule in
+``bdrv_co_block_status``).  Adjacent results merge when everything but their
+position agrees and host offsets are contiguous (``entry_mergeable``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import native
+
+DATA, ZERO, OFFSET_VALID, ALLOCATED = 1, 2, 4, 8
+
+
+@dataclass
+class Extents:
+    """Sorted, non-overlapping extents covering ``[0, size)`` of one layer."""
+
+    start: np.ndarray   # int64
+    length: np.ndarray  # int64
+    status: np.ndarray  # uint8, DATA|ZERO|OFFSET_VALID|ALLOCATED
+    offset: np.ndarray  # uint64 host offset (valid where OFFSET_VALID)
+    size: int
+
+    @classmethod
+    def from_units(cls, unit: int, status: np.ndarray, offset: np.ndarray, size: int) -> Extents:
+        """Merge per-unit (cluster or subcluster) status into extents."""
+        n = len(status)
+        status = np.ascontiguousarray(status, np.uint8)
+        code = status | np.where(status & OFFSET_VALID, np.uint8(native.OFFSET_VALID), np.uint8(0)).astype(np.uint8)
+        starts = native.run_starts(code, offset, np.full(n, unit, np.uint64))
+        begin = starts * unit
+        end = np.append(begin[1:], size)
+        end = np.minimum(end, size)
+        return cls(begin.astype(np.int64), (end - begin).astype(np.int64), status[starts],
+                   np.asarray(offset, np.uint64)[starts], size)
+
+    @classmethod
+    def single(cls, size: int, status: int, offset: int | None = None) -> Extents:
+        return cls(np.array([0], np.int64), np.array([size], np.int64), np.array([status], np.uint8),
+                   np.array([offset or 0], np.uint64), size)
+
+
+def resolve(chain: list[Extents]) -> tuple[np.ndarray, ...]:
+    """Resolve a chain (top first) into (start, length, depth, status, offset) arrays, merged."""
+    top = chain[0]
+    cuts = np.unique(np.concatenate([e.start[e.start < top.size] for e in chain]
+                                    + [np.array([e.size for e in chain if e.size < top.size], np.int64),
+                                       np.array([0], np.int64)]))
+    cuts = cuts[cuts < top.size]
+    n = len(cuts)
+    depth = np.full(n, -1, np.int64)
+    status = np.zeros(n, np.uint8)
+    offset = np.zeros(n, np.uint64)
+    todo = np.ones(n, bool)
+    for d, layer in enumerate(chain):
+        inside = todo & (cuts < layer.size)
+        idx = np.searchsorted(layer.start, cuts, side="right") - 1
+        idx = np.clip(idx, 0, len(layer.start) - 1)
+        st = layer.status[idx]
+        hit = inside & ((st & (DATA | ZERO)) != 0)
+        depth[hit] = d
+        status[hit] = st[hit] | ALLOCATED
+        off = layer.offset[idx] + (cuts - layer.start[idx]).astype(np.uint64)
+        offset[hit] = np.where(st[hit] & OFFSET_VALID, off[hit], 0)
+        todo &= ~hit
+        # a layer whose extent is unallocated and which has no (more) backing, or
+        # whose backing ends before this point, reads zeros at this depth
+        last = d == len(chain) - 1
+        below_end = chain[d + 1].size if not last else 0
+        zero_here = todo & (cuts < layer.size) & (last | (cuts >= below_end))
+        depth[zero_here] = d
+        status[zero_here] = ZERO | (st[zero_here] & OFFSET_VALID)
+        offset[zero_here] = np.where(st[zero_here] & OFFSET_VALID, off[zero_here], 0)
+        todo &= ~zero_here
+    length = np.diff(np.append(cuts, top.size))
+    # merge equal neighbours with contiguous offsets
+    code = status | np.where(status & OFFSET_VALID, np.uint8(native.OFFSET_VALID), np.uint8(0)).astype(np.uint8)
+    key = code.astype(np.int64) * 1024 + depth  # depth < 1024 (chain depth limit)
+    starts = _merge_starts(key, offset, length, status)
+    mlen = np.add.reduceat(length, starts) if n else length
+    return cuts[starts], mlen, depth[starts], status[starts], offset[starts]
+
+
+def _merge_starts(key: np.ndarray, offset: np.ndarray, length: np.ndarray, status: np.ndarray) -> np.ndarray:
+    n = len(key)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    brk = np.ones(n, bool)
+    contiguous = offset[1:] == offset[:-1] + length[:-1].astype(np.uint64)
+    brk[1:] = (key[1:] != key[:-1]) | (((status[1:] & OFFSET_VALID) != 0) & ~contiguous)
+    return np.flatnonzero(brk)
+
+
+def to_qemu_json(start: np.ndarray, length: np.ndarray, depth: np.ndarray, status: np.ndarray,
+                 offset: np.ndarray) -> list[dict]:
+    """The list ``qemu-img map --output=json`` prints."""
+    out = []
+    for s, ln, d, st, off in zip(start.tolist(), length.tolist(), depth.tolist(), status.tolist(), offset.tolist()):
+        e = {"start": s, "length": ln, "depth": d, "present": bool(st & ALLOCATED), "zero": bool(st & ZERO),
+             "data": bool(st & DATA)}
+        if st & OFFSET_VALID:
+            e["offset"] = off
+        out.append(e)
+    return out

@@ -1,0 +1,41 @@
+"""Raw files: the bottom of most backing chains.  Guest offset = host offset;
+holes (SEEK_HOLE) read as zeros, as qemu's file driver reports them."""
+from __future__ import annotations
+
+from typing import Any
+
+from ...image import Image
+
+
+class RawImage(Image):
+    format = "raw"
+
+    @property
+    def virtual_size(self) -> int:
+        return self.src.size
+
+    def info_dict(self) -> dict[str, Any]:
+        out = super().info_dict()
+        out.pop("dirty-flag", None)
+        return out
+
+    def extents(self) -> Any:
+        import numpy as np
+
+        from ...extents import DATA, OFFSET_VALID, ZERO, Extents
+        size = self.src.size
+        cuts, status = [0], [ZERO | OFFSET_VALID]
+        for start, end in self.src.data_ranges():
+            if start > cuts[-1]:
+                cuts.append(start)
+                status.append(DATA | OFFSET_VALID)
+            else:
+                status[-1] = DATA | OFFSET_VALID
+            if end < size:
+                cuts.append(end)
+                status.append(ZERO | OFFSET_VALID)
+        start = np.array(cuts, np.int64)
+        length = np.diff(np.append(start, size))
+        keep = length > 0
+        return Extents(start[keep], length[keep], np.array(status, np.uint8)[keep], start[keep].astype(np.uint64),
+                       size)

@@ -1,0 +1,149 @@
+"""The format-neutral image object every driver returns from :func:`imgscope.open`.
+
+Drivers implement a handful of primitives (metadata records, guest maps,
+extents, host references); everything a user sees — frames, qemu-compatible
+JSON, checks — is built on top of them here and in :mod:`imgscope.frames`.
+Opening never writes: the file descriptor is read-only.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .io import Source
+
+
+class Image:
+    """An opened image file (one layer of a chain, with its internal snapshots)."""
+
+    format = "unknown"
+
+    def __init__(self, src: Source) -> None:
+        self.src = src
+        self.path = src.path
+        self._chain: list[Image] | None = None
+        self.backing_error: str | None = None
+
+    # ---------------------------------------------------------------- lifecycle
+    def close(self) -> None:
+        for img in (self._chain or [])[1:]:
+            img.close()
+        self.src.close()
+
+    def __enter__(self) -> Image:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<imgscope.Image {self.format} {self.path!r} {self.virtual_size} bytes>"
+
+    # ---------------------------------------------------------------- driver primitives
+    @property
+    def virtual_size(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def cluster_size(self) -> int | None:
+        return None
+
+    @property
+    def dirty(self) -> bool:
+        return False
+
+    def header_fields(self) -> dict[str, Any]:
+        return {}
+
+    def feature_rows(self) -> list[dict[str, Any]]:
+        return []
+
+    def extension_rows(self) -> list[dict[str, Any]]:
+        return []
+
+    def snapshot_list(self) -> list:
+        return []
+
+    def backing(self) -> tuple[str, str | None] | None:
+        """(backing file name as stored, stored format or None) or None."""
+        return None
+
+    def layer_names(self) -> list[str]:
+        return ["active"] + [f"snapshot:{s.id}" for s in self.snapshot_list()]
+
+    def extents(self) -> Any:
+        """Block status of the active layer as :class:`imgscope.extents.Extents`."""
+        raise NotImplementedError
+
+    def info_dict(self) -> dict[str, Any]:
+        """The object ``qemu-img info --output=json`` prints (plus imgscope keys)."""
+        out: dict[str, Any] = {
+            "virtual-size": self.virtual_size,
+            "filename": self.path,
+            "format": self.format,
+            "actual-size": self.src.allocated,
+            "dirty-flag": self.dirty,
+        }
+        if self.cluster_size:
+            out["cluster-size"] = self.cluster_size
+        b = self.backing()
+        if b is not None:
+            out["backing-filename"] = b[0]
+            out["full-backing-filename"] = self.full_backing_filename()
+            if b[1]:
+                out["backing-filename-format"] = b[1]
+        return out
+
+    # ---------------------------------------------------------------- chain
+    def full_backing_filename(self) -> str | None:
+        b = self.backing()
+        if b is None:
+            return None
+        name = b[0]
+        if os.path.isabs(name) or ":" in name.split("/", 1)[0]:
+            return name
+        return os.path.join(os.path.dirname(self.path), name)
+
+    def chain(self) -> list[Image]:
+        """This image and its backing files, top first (opened read-only, once)."""
+        if self._chain is None:
+            from .chain import open_backing_chain
+            self._chain = open_backing_chain(self)
+        return self._chain
+
+    def map_entries(self) -> list[dict]:
+        """What ``qemu-img map --output=json`` prints for this image and its chain."""
+        from .extents import resolve, to_qemu_json
+        return to_qemu_json(*resolve([img.extents() for img in self.chain()]))
+
+    # ---------------------------------------------------------------- frames
+    @property
+    def header(self) -> Any:
+        from .frames import header_series
+        return header_series(self)
+
+    @property
+    def features(self) -> Any:
+        from .frames import features_frame
+        return features_frame(self)
+
+    @property
+    def extensions(self) -> Any:
+        from .frames import extensions_frame
+        return extensions_frame(self)
+
+    @property
+    def snapshots(self) -> Any:
+        from .frames import snapshots_frame
+        return snapshots_frame(self)
+
+    def mapping(self, layer: str | int = "active", merge: bool = False) -> Any:
+        from .frames import mapping_frame
+        return mapping_frame(self, layer, merge)
+
+    def clusters(self) -> Any:
+        from .frames import clusters_frame
+        return clusters_frame(self)
+
+    def check(self) -> Any:
+        raise NotImplementedError(f"{self.format}: no check")

@@ -1,0 +1,104 @@
+"""Bounded, read-only access to an image file.
+
+:class:`Source` is the only place that reads image bytes.  Every read is
+checked against the file size, so a hostile offset can never cause an
+unbounded allocation; reads that run past the end are either an error
+naming the structure or, where the format says so (qemu reads holes and the
+area past EOF as zeros), zero-filled.
+"""
+from __future__ import annotations
+
+import os
+import stat
+
+from .errors import FormatError, ImgscopeError
+
+#: the largest single read a driver may ask for (one table); bigger tables are read in pieces
+MAX_READ = 1 << 30
+
+
+class Source:
+    """A read-only image file opened by path; refuses devices, FIFOs and sockets."""
+
+    def __init__(self, path: str | os.PathLike[str], *, writable: bool = False) -> None:
+        self.path = os.fspath(path)
+        try:
+            st = os.stat(self.path)
+        except OSError as exc:
+            raise ImgscopeError(f"{self.path}: {exc.strerror}") from None
+        if not stat.S_ISREG(st.st_mode):
+            kind = "directory" if stat.S_ISDIR(st.st_mode) else "special file (device, FIFO or socket)"
+            raise ImgscopeError(f"{self.path}: is a {kind}, not an image file")
+        flags = os.O_RDWR if writable else os.O_RDONLY
+        try:
+            self.fd = os.open(self.path, flags | getattr(os, "O_CLOEXEC", 0))
+        except OSError as exc:
+            raise ImgscopeError(f"{self.path}: {exc.strerror}") from None
+        self.writable = writable
+        self.size = os.fstat(self.fd).st_size
+        self.allocated = st.st_blocks * 512
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def read(self, offset: int, length: int, structure: str, *, zero_fill: bool = False) -> bytes:
+        """Read exactly ``length`` bytes at ``offset``.
+
+        Past the end of the file: raise :class:`FormatError` naming ``structure``,
+        or return zeros for the missing part when ``zero_fill`` is set.
+        """
+        if offset < 0 or length < 0:
+            raise FormatError(structure, offset, "negative offset or length")
+        if length > MAX_READ:
+            raise FormatError(structure, offset, f"length {length} is larger than any table imgscope reads")
+        end = offset + length
+        if end > self.size and not zero_fill:
+            raise FormatError(structure, offset, f"{length} bytes run past end of file ({self.size} bytes)")
+        data = os.pread(self.fd, max(0, min(end, self.size) - offset), offset) if offset < self.size else b""
+        if len(data) < length:
+            if not zero_fill and offset + len(data) < min(end, self.size):
+                raise FormatError(structure, offset, "short read")
+            data += bytes(length - len(data))
+        return data
+
+    def readinto(self, buf: memoryview, offset: int) -> None:
+        """Fill ``buf`` from ``offset``; bytes past EOF become zeros."""
+        n = len(buf)
+        got = 0
+        while got < n and offset + got < self.size:
+            chunk = os.preadv(self.fd, [buf[got:]], offset + got)
+            if chunk <= 0:
+                break
+            got += chunk
+        if got < n:
+            buf[got:] = bytes(n - got)
+
+    def advise_willneed(self, offset: int, length: int) -> None:
+        """Ask the kernel to prefetch a range (cold-cache table reads)."""
+        if hasattr(os, "posix_fadvise"):
+            try:
+                os.posix_fadvise(self.fd, offset, length, os.POSIX_FADV_WILLNEED)
+            except OSError:
+                pass
+
+    def data_ranges(self) -> list[tuple[int, int]]:
+        """Allocated (non-hole) byte ranges of the host file, via SEEK_DATA/SEEK_HOLE."""
+        out: list[tuple[int, int]] = []
+        pos = 0
+        try:
+            while pos < self.size:
+                start = os.lseek(self.fd, pos, os.SEEK_DATA)
+                end = os.lseek(self.fd, start, os.SEEK_HOLE)
+                out.append((start, end))
+                pos = end
+        except OSError:
+            pass
+        return out
