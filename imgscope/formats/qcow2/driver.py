@@ -60,7 +60,7 @@ class Qcow2Image(Image):
     def header_fields(self) -> dict[str, Any]:
         h = self.meta.header
         out: dict[str, Any] = {k: v for k, v in h.items() if not k.startswith("_") and k not in ("padding",)}
-        out["magic"] = h.magic.decode("latin-1")
+        out["magic"] = h.magic.hex()
         out["header_length"] = self.meta.header_length
         out["refcount_order"] = self.meta.refcount_order
         out["refcount_bits"] = 1 << self.meta.refcount_order
@@ -135,6 +135,13 @@ class Qcow2Image(Image):
     def extents(self) -> Any:
         from .status import active_extents
         return active_extents(self)
+
+    def walk(self) -> Any:
+        """Every reference the file makes to its own clusters (cached)."""
+        if getattr(self, "_walk", None) is None:
+            from .refs import walk
+            self._walk = walk(self)
+        return self._walk
 
     def check(self, **kw: Any) -> Any:
         from .check import check_image

@@ -1,0 +1,145 @@
+"""Every reference a qcow2 file makes to its own host clusters (FORMATS.md §2.13).
+
+One walk serves ``clusters()`` and ``check()``: rows of (byte range, role,
+owner, weight).  Rows for data and L2 entries are produced once per distinct
+L2 table and weighted by the number of L1 entries (over all layers) that point
+at it, which is exactly how qemu's checker counts shared tables.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ... import native
+from ...model import ROLE_BIT
+from . import layout as L
+
+_U = np.uint64
+GLOBAL, SHARED = -1, -2
+MAX_SNAPSHOT_L1_ENTRIES = (32 << 20) // 8  # qemu QCOW_MAX_L1_SIZE / 8
+
+
+@dataclass
+class L1Path:
+    """One L1 table of the image: the active one or a snapshot's."""
+
+    label: str
+    layer: int            # 0 = active, k = snapshot index + 1
+    offset: int
+    size: int
+    entries: np.ndarray   # raw u64 entries
+    slots: np.ndarray     # store slot per entry (0 = no L2)
+    skipped: str | None = None  # why qemu's checker would skip this table
+
+
+@dataclass
+class RefRows:
+    off: np.ndarray
+    length: np.ndarray
+    role: np.ndarray
+    owner: np.ndarray
+    weight: np.ndarray
+
+
+@dataclass
+class Walk:
+    paths: list[L1Path]
+    slot_weight: np.ndarray   # L1 entries pointing at each store slot (all counted layers)
+    slot_owner: np.ndarray    # layer owning the slot, SHARED when several
+    rows: RefRows
+    problems: list[tuple[str, int, str]] = field(default_factory=list)
+
+
+def l1_paths(img: Any) -> list[L1Path]:
+    m, t = img.meta, img.tables
+    h = m.header
+    paths = [L1Path("active", 0, h.l1_table_offset, h.l1_size,
+                    t.read_l1(h.l1_table_offset, h.l1_size, "qcow2 active L1 table"), np.zeros(0, np.int64))]
+    for i, sn in enumerate(m.snapshots):
+        p = L1Path(f"snapshot:{sn.id}", i + 1, sn.l1_table_offset, sn.l1_size, np.zeros(0, _U), np.zeros(0, np.int64))
+        if sn.l1_table_offset % m.cluster_size:
+            p.skipped = "L1 table is not cluster aligned"
+        elif sn.l1_size > MAX_SNAPSHOT_L1_ENTRIES:
+            p.skipped = "L1 table is too large"
+        else:
+            p.entries = t.read_l1(sn.l1_table_offset, sn.l1_size, f"qcow2 snapshot {sn.id} L1 table")
+        paths.append(p)
+    for p in paths:
+        p.slots = t.slots(p.entries & _U(L.L1E_OFFSET_MASK))
+    return paths
+
+
+def _rows(parts: list[tuple]) -> RefRows:
+    cols = list(zip(*parts)) if parts else [[], [], [], [], []]
+    return RefRows(*(np.concatenate([np.asarray(c, dt).reshape(-1) for c in col]) if col else np.zeros(0, dt)
+                     for col, dt in zip(cols, (_U, _U, np.uint8, np.int32, np.uint32))))
+
+
+def _one(off: int, length: int, role: str, owner: int = GLOBAL) -> tuple:
+    return ([off], [length], [ROLE_BIT[role]], [owner], [1])
+
+
+def walk(img: Any) -> Walk:
+    m, t = img.meta, img.tables
+    cs = m.cluster_size
+    h = m.header
+    paths = l1_paths(img)
+    store = t.store
+    nslots = len(store.kind) // t.l2e
+    weight = np.zeros(nslots, np.int64)
+    owner = np.full(nslots, GLOBAL, np.int64)
+    parts: list[tuple] = [_one(0, cs, "header")]
+    for p in paths:
+        if p.skipped:
+            continue
+        parts.append(_one(p.offset, p.size * 8, "l1", p.layer))
+        used = p.slots[p.slots > 0]
+        l2off = (p.entries & _U(L.L1E_OFFSET_MASK))[p.slots > 0]
+        parts.append((l2off, np.full(len(l2off), cs, _U), np.full(len(l2off), ROLE_BIT["l2"], np.uint8),
+                      np.full(len(l2off), p.layer, np.int32), np.ones(len(l2off), np.uint32)))
+        np.add.at(weight, used, 1)
+        first = owner[used] == GLOBAL
+        owner[used[first]] = p.layer
+        owner[used[~first & (owner[used] != p.layer)]] = SHARED
+    # data references: each distinct table once, weighted
+    live = np.flatnonzero(weight)
+    if len(live):
+        idx = (live[:, None] * t.l2e + np.arange(t.l2e)[None, :]).reshape(-1)
+        kind = store.kind[idx]
+        sel = (kind == native.NORMAL) | (kind == native.ZERO_ALLOC)
+        if m.has_data_file:
+            sel &= False
+        csel = kind == native.COMPRESSED
+        if m.has_data_file:
+            csel &= False
+        if m.extended_l2:
+            csel &= (store.alloc[idx] | store.zero[idx]) == 0
+        slot_of = np.repeat(live, t.l2e)
+        for mask, role in ((sel, "data"), (csel, "compressed")):
+            s = slot_of[mask]
+            parts.append((store.host[idx][mask], store.length[idx][mask], np.full(int(mask.sum()), ROLE_BIT[role],
+                                                                                  np.uint8),
+                          owner[s].astype(np.int32), weight[s].astype(np.uint32)))
+    if m.snapshots:
+        parts.append(_one(h.snapshots_offset, m.snapshots_size, "snapshot_table"))
+    parts.append(_one(h.refcount_table_offset, h.refcount_table_clusters * cs, "refcount_table"))
+    if m.fde is not None and h.crypt_method == 2:
+        parts.append(_one(m.fde.offset, m.fde.length, "crypto"))
+    if m.bitmaps_ext is not None:
+        parts.append(_one(m.bitmaps_ext.bitmap_directory_offset, m.bitmaps_ext.bitmap_directory_size,
+                          "bitmap_directory"))
+        for bm in m.bitmaps:
+            parts.append(_one(bm.table_offset, bm.table_size * 8, "bitmap_table"))
+            if bm.table_size and bm.table_offset + bm.table_size * 8 <= img.src.size:
+                ent = t.read_l1(bm.table_offset, bm.table_size, f"qcow2 bitmap {bm.name!r} table")
+                offs = ent & _U(0x00FFFFFFFFFFFE00)
+                offs = offs[offs != 0]
+                parts.append((offs, np.full(len(offs), cs, _U), np.full(len(offs), ROLE_BIT["bitmap_data"], np.uint8),
+                              np.full(len(offs), GLOBAL, np.int32), np.ones(len(offs), np.uint32)))
+    rt = t.reftable() & _U(L.REFT_OFFSET_MASK)
+    rb = rt[rt != 0]
+    parts.append((rb, np.full(len(rb), cs, _U), np.full(len(rb), ROLE_BIT["refcount_block"], np.uint8),
+                  np.full(len(rb), GLOBAL, np.int32), np.ones(len(rb), np.uint32)))
+    return Walk(paths, weight, owner, _rows(parts))

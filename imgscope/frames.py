@@ -1,0 +1,192 @@
+"""pandas frames built from the neutral model — the public data contract.
+
+Every column is documented in docs/frames.md.  Offsets are uint64 (exact for
+any 64-bit value), kinds and roles are categoricals, nullable integers
+(``UInt64``) mark values a format or entry may not have.  All frames
+round-trip through Parquet.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import native
+from .extents import ALLOCATED, DATA, OFFSET_VALID, ZERO, Extents, resolve
+from .model import KINDS, ROLES
+
+KIND_DTYPE = pd.CategoricalDtype(list(KINDS))
+ROLE_DTYPE = pd.CategoricalDtype(list(ROLES) + ["free", "leaked", "mixed"])
+FEATURE_KIND_DTYPE = pd.CategoricalDtype(["incompatible", "compatible", "autoclear"])
+
+
+def header_series(img: Any) -> pd.Series:
+    fields = img.header_fields()
+    fields = {"format": img.format, "virtual_size": img.virtual_size, **fields}
+    return pd.Series(fields, name=img.path, dtype=object)
+
+
+def features_frame(img: Any) -> pd.DataFrame:
+    rows = img.feature_rows()
+    df = pd.DataFrame(rows, columns=["name", "kind", "bit", "set", "known", "table_name"])
+    return df.astype({"name": "string", "kind": FEATURE_KIND_DTYPE, "bit": "uint8", "set": bool, "known": bool,
+                      "table_name": "string"})
+
+
+def extensions_frame(img: Any) -> pd.DataFrame:
+    df = pd.DataFrame(img.extension_rows(), columns=["type", "name", "offset", "length", "decoded", "raw"])
+    return df.astype({"type": "uint32", "name": "string", "offset": "uint64", "length": "uint32",
+                      "decoded": "string"})
+
+
+def snapshots_frame(img: Any) -> pd.DataFrame:
+    snaps = img.snapshot_list()
+    cols = {
+        "index": ("int64", [s.index for s in snaps]),
+        "id": ("string", [s.id for s in snaps]),
+        "name": ("string", [s.name for s in snaps]),
+        "date": ("datetime64[ns, UTC]", pd.to_datetime([s.date_sec * 1_000_000_000 + s.date_nsec for s in snaps],
+                                                      utc=True)),
+        "date_sec": ("uint32", [s.date_sec for s in snaps]),
+        "date_nsec": ("uint32", [s.date_nsec for s in snaps]),
+        "vm_clock_nsec": ("uint64", [s.vm_clock_nsec for s in snaps]),
+        "vm_state_size": ("uint64", [s.vm_state_size for s in snaps]),
+        "disk_size": ("UInt64", [s.disk_size for s in snaps]),
+        "icount": ("UInt64", [s.icount for s in snaps]),
+        "l1_table_offset": ("uint64", [s.l1_table_offset for s in snaps]),
+        "l1_size": ("uint32", [s.l1_size for s in snaps]),
+        "extra_data_size": ("uint32", [s.extra_data_size for s in snaps]),
+        "entry_offset": ("uint64", [s.entry_offset for s in snaps]),
+        "entry_length": ("uint32", [s.entry_length for s in snaps]),
+    }
+    return pd.DataFrame({k: pd.Series(v, dtype=dt) for k, (dt, v) in cols.items()})
+
+
+def mapping_frame(img: Any, layer: str | int = "active", merge: bool = False) -> pd.DataFrame:
+    """Guest→host mapping of one layer, per guest cluster or merged into extents."""
+    gm = img.guest_map(layer)
+    if merge:
+        return _merged(img, gm)
+    n = len(gm.kind)
+    cs = gm.cluster_size
+    kind = pd.Categorical.from_codes(gm.kind.astype(np.int8), dtype=KIND_DTYPE)
+    data = {
+        "guest_offset": np.arange(n, dtype=np.uint64) * np.uint64(cs),
+        "kind": kind,
+        "host_offset": gm.host,
+        "host_length": gm.length,
+        "copied": (gm.flags & native.F_COPIED).astype(bool),
+        "flags": gm.flags,
+    }
+    if gm.subclusters > 1:
+        data["subcluster_alloc"] = gm.alloc
+        data["subcluster_zero"] = gm.zero
+    df = pd.DataFrame(data)
+    df.attrs.update(layer=gm.layer, cluster_size=cs, virtual_size=gm.virtual_size)
+    return df
+
+
+def _merged(img: Any, gm: Any) -> pd.DataFrame:
+    from .formats.qcow2.status import unit_status  # the only layered format with per-unit status so far
+    unit, status, offset = unit_status(gm, bool(getattr(img, "meta", None) and img.meta.header.crypt_method))
+    top = Extents.from_units(unit, status, offset, gm.virtual_size)
+    chain = img.chain()
+    start, length, depth, st, off = resolve([top] + [i.extents() for i in chain[1:]])
+    df = pd.DataFrame({
+        "guest_offset": start.astype(np.uint64), "length": length.astype(np.uint64), "depth": depth.astype(np.uint8),
+        "present": (st & ALLOCATED) != 0, "zero": (st & ZERO) != 0, "data": (st & DATA) != 0,
+        "host_offset": pd.array(np.where(st & OFFSET_VALID, off, 0), dtype="UInt64"),
+    })
+    df.loc[(st & OFFSET_VALID) == 0, "host_offset"] = pd.NA
+    df.attrs.update(layer=gm.layer)
+    return df
+
+
+def clusters_frame(img: Any) -> pd.DataFrame:
+    """One row per host cluster: roles, owner, on-disk refcount, computed references."""
+    cs = img.cluster_size
+    w = img.walk()
+    rows = w.rows
+    nfile = -(-img.src.size // cs)
+    ends = rows.off + np.maximum(rows.length, np.uint64(1)) - np.uint64(1)
+    keep = (rows.length > 0) & (ends >> np.uint64(img.meta.cluster_bits) < np.uint64(nfile + 1)) & (rows.off <= ends)
+    ncl = nfile + 1
+    refs = np.zeros(ncl, np.uint32)
+    native.add_refs(refs, rows.off[keep], rows.length[keep], img.meta.cluster_bits, 0xFFFFFFFF, rows.weight[keep])
+    first = (rows.off[keep] >> np.uint64(img.meta.cluster_bits)).astype(np.int64)
+    last = (ends[keep] >> np.uint64(img.meta.cluster_bits)).astype(np.int64)
+    span = last - first + 1
+    cl = np.repeat(first, span) + (np.arange(int(span.sum())) - np.repeat(np.cumsum(span) - span, span))
+    role = np.repeat(rows.role[keep], span)
+    owner = np.repeat(rows.owner[keep], span)
+    mask = np.zeros(ncl, np.uint32)
+    for r in np.unique(role).tolist():
+        hit = np.bincount(cl[role == r], minlength=ncl) > 0
+        mask |= hit.astype(np.uint32) << np.uint32(r)
+    own = np.full(ncl, -1, np.int64)
+    if len(cl):
+        omin = np.full(ncl, np.iinfo(np.int64).max)
+        omax = np.full(ncl, np.iinfo(np.int64).min)
+        np.minimum.at(omin, cl, owner)
+        np.maximum.at(omax, cl, owner)
+        used = omin != np.iinfo(np.int64).max
+        own[used] = np.where(omin[used] == omax[used], omin[used], -2)
+    refcount = img.tables.refcounts(ncl)
+    nroles = np.array([bin(x).count("1") for x in range(1 << len(ROLES))], np.uint8)[mask] if len(ROLES) <= 16 \
+        else None
+    primary = np.where(mask == 0, np.where(refcount > 0, len(ROLES) + 1, len(ROLES)),
+                       np.where(nroles > 1, len(ROLES) + 2, _lowest_bit(mask)))
+    labels = ["active"] + [f"snapshot:{s.id}" for s in img.snapshot_list()]
+    owner_cat = pd.Categorical.from_codes(np.where(own >= 0, own, np.where(own == -2, len(labels), -1)),
+                                          categories=labels + ["shared"])
+    df = pd.DataFrame({
+        "host_offset": np.arange(ncl, dtype=np.uint64) * np.uint64(cs),
+        "role": pd.Categorical.from_codes(primary.astype(np.int16), dtype=ROLE_DTYPE),
+        "roles": pd.Series([_role_names(x) for x in mask.tolist()], dtype="string") if ncl < 2_000_000 else
+        pd.Series(mask, dtype="uint32"),
+        "owner": owner_cat,
+        "refcount": refcount.astype(np.uint64),
+        "references": refs,
+        "shared_by": _shared_by(img, w, ncl),
+    })
+    if refs[-1] == 0 and refcount[-1] == 0 and len(df) > nfile:
+        df = df.iloc[:nfile]
+    return df
+
+
+def _lowest_bit(mask: np.ndarray) -> np.ndarray:
+    m = mask.astype(np.int64)
+    low = m & -m
+    return np.where(low > 0, np.log2(np.maximum(low, 1)).astype(np.int64), 0)
+
+
+def _role_names(mask: int) -> str:
+    return "|".join(r for i, r in enumerate(ROLES) if mask >> i & 1)
+
+
+def _shared_by(img: Any, w: Any, ncl: int) -> np.ndarray:
+    """Number of layers (active + snapshots) whose guest view reaches each data cluster."""
+    t = img.tables
+    store = t.store
+    out = np.zeros(ncl, np.uint32)
+    layers_per_slot = np.zeros(len(w.slot_weight), np.int64)
+    for p in w.paths:
+        if p.skipped:
+            continue
+        u = np.unique(p.slots[p.slots > 0])
+        layers_per_slot[u] += 1
+    live = np.flatnonzero(layers_per_slot)
+    if not len(live):
+        return out
+    idx = (live[:, None] * t.l2e + np.arange(t.l2e)[None, :]).reshape(-1)
+    k = store.kind[idx]
+    sel = (k == native.NORMAL) | (k == native.ZERO_ALLOC) | (k == native.COMPRESSED)
+    cl = (store.host[idx][sel] >> np.uint64(img.meta.cluster_bits)).astype(np.int64)
+    slot = np.repeat(live, t.l2e)[sel]
+    ok = cl < ncl
+    # one count per (cluster, table) pair: several compressed streams in a cluster are one use
+    pair = np.unique(cl[ok] * len(layers_per_slot) + slot[ok])
+    pc, ps = pair // len(layers_per_slot), pair % len(layers_per_slot)
+    out += np.bincount(pc, weights=layers_per_slot[ps], minlength=ncl).astype(np.uint32)
+    return out
