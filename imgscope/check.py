@@ -154,10 +154,10 @@ class CheckResult:
             if self.check_errors:
                 lines.append(f"{self.check_errors} internal errors have occurred during the check.")
         if self.has_cluster_stats and self.total_clusters:
-            t = self.total_clusters
-            lines.append(f"{self.allocated_clusters}/{t} = {100 * self.allocated_clusters / t:.2f}% allocated, "
-                         f"{100 * self.fragmented_clusters / t:.2f}% fragmented, "
-                         f"{100 * self.compressed_clusters / t:.2f}% compressed clusters")
+            t, a = self.total_clusters, self.allocated_clusters
+            lines.append(f"{a}/{t} = {100 * a / t:.2f}% allocated, "
+                         f"{100 * self.fragmented_clusters / a if a else 0:.2f}% fragmented, "
+                         f"{100 * self.compressed_clusters / a if a else 0:.2f}% compressed clusters")
         if self.has_end_offset and self.image_end_offset:
             lines.append(f"Image end offset: {self.image_end_offset}")
         return "\n".join(lines)

@@ -17,6 +17,7 @@ COMMANDS = {
     "map": "map",
     "snapshots": "snapshots",
     "check": "check",
+    "demo": "demo",
 }
 
 

@@ -104,18 +104,23 @@ def _merged(img: Any, gm: Any) -> pd.DataFrame:
 
 
 def clusters_frame(img: Any) -> pd.DataFrame:
-    """One row per host cluster: roles, owner, on-disk refcount, computed references."""
+    """One row per host cluster: roles, owner, on-disk refcount, computed references.
+
+    Drivers supply ``reference_rows()`` (every byte range the file references, with
+    role, owning layer and weight), ``refcounts(n)`` (on-disk counters, or None for
+    formats without them) and optionally ``shared_by(n)``.
+    """
     cs = img.cluster_size
-    w = img.walk()
-    rows = w.rows
+    cb = cs.bit_length() - 1
+    rows = img.reference_rows()
     nfile = -(-img.src.size // cs)
-    ends = rows.off + np.maximum(rows.length, np.uint64(1)) - np.uint64(1)
-    keep = (rows.length > 0) & (ends >> np.uint64(img.meta.cluster_bits) < np.uint64(nfile + 1)) & (rows.off <= ends)
     ncl = nfile + 1
+    ends = rows.off + np.maximum(rows.length, np.uint64(1)) - np.uint64(1)
+    keep = (rows.length > 0) & (rows.off <= ends) & ((ends >> np.uint64(cb)) < np.uint64(ncl))
     refs = np.zeros(ncl, np.uint32)
-    native.add_refs(refs, rows.off[keep], rows.length[keep], img.meta.cluster_bits, 0xFFFFFFFF, rows.weight[keep])
-    first = (rows.off[keep] >> np.uint64(img.meta.cluster_bits)).astype(np.int64)
-    last = (ends[keep] >> np.uint64(img.meta.cluster_bits)).astype(np.int64)
+    native.add_refs(refs, rows.off[keep], rows.length[keep], cb, 0xFFFFFFFF, rows.weight[keep])
+    first = (rows.off[keep] >> np.uint64(cb)).astype(np.int64)
+    last = (ends[keep] >> np.uint64(cb)).astype(np.int64)
     span = last - first + 1
     cl = np.repeat(first, span) + (np.arange(int(span.sum())) - np.repeat(np.cumsum(span) - span, span))
     role = np.repeat(rows.role[keep], span)
@@ -126,31 +131,33 @@ def clusters_frame(img: Any) -> pd.DataFrame:
         mask |= hit.astype(np.uint32) << np.uint32(r)
     own = np.full(ncl, -1, np.int64)
     if len(cl):
-        omin = np.full(ncl, np.iinfo(np.int64).max)
-        omax = np.full(ncl, np.iinfo(np.int64).min)
+        big = np.iinfo(np.int64).max
+        omin = np.full(ncl, big)
+        omax = np.full(ncl, -big)
         np.minimum.at(omin, cl, owner)
         np.maximum.at(omax, cl, owner)
-        used = omin != np.iinfo(np.int64).max
+        used = omin != big
         own[used] = np.where(omin[used] == omax[used], omin[used], -2)
-    refcount = img.tables.refcounts(ncl)
-    nroles = np.array([bin(x).count("1") for x in range(1 << len(ROLES))], np.uint8)[mask] if len(ROLES) <= 16 \
-        else None
-    primary = np.where(mask == 0, np.where(refcount > 0, len(ROLES) + 1, len(ROLES)),
+    ondisk = img.refcounts(ncl)
+    refcount = pd.array(ondisk, dtype="UInt64") if ondisk is not None else pd.array([pd.NA] * ncl, dtype="UInt64")
+    stored = ondisk if ondisk is not None else np.zeros(ncl, np.uint64)
+    nroles = np.array([bin(x).count("1") for x in range(1 << len(ROLES))], np.uint8)[mask]
+    primary = np.where(mask == 0, np.where(stored > 0, len(ROLES) + 1, len(ROLES)),
                        np.where(nroles > 1, len(ROLES) + 2, _lowest_bit(mask)))
-    labels = ["active"] + [f"snapshot:{s.id}" for s in img.snapshot_list()]
+    labels = img.layer_names()
     owner_cat = pd.Categorical.from_codes(np.where(own >= 0, own, np.where(own == -2, len(labels), -1)),
                                           categories=labels + ["shared"])
+    names = {m: _role_names(m) for m in np.unique(mask).tolist()}
     df = pd.DataFrame({
         "host_offset": np.arange(ncl, dtype=np.uint64) * np.uint64(cs),
         "role": pd.Categorical.from_codes(primary.astype(np.int16), dtype=ROLE_DTYPE),
-        "roles": pd.Series([_role_names(x) for x in mask.tolist()], dtype="string") if ncl < 2_000_000 else
-        pd.Series(mask, dtype="uint32"),
+        "roles": pd.Categorical([names[m] for m in mask.tolist()]),
         "owner": owner_cat,
-        "refcount": refcount.astype(np.uint64),
+        "refcount": refcount,
         "references": refs,
-        "shared_by": _shared_by(img, w, ncl),
+        "shared_by": img.shared_by(ncl) if hasattr(img, "shared_by") else (refs > 0).astype(np.uint32),
     })
-    if refs[-1] == 0 and refcount[-1] == 0 and len(df) > nfile:
+    if refs[-1] == 0 and stored[-1] == 0:
         df = df.iloc[:nfile]
     return df
 
@@ -165,28 +172,3 @@ def _role_names(mask: int) -> str:
     return "|".join(r for i, r in enumerate(ROLES) if mask >> i & 1)
 
 
-def _shared_by(img: Any, w: Any, ncl: int) -> np.ndarray:
-    """Number of layers (active + snapshots) whose guest view reaches each data cluster."""
-    t = img.tables
-    store = t.store
-    out = np.zeros(ncl, np.uint32)
-    layers_per_slot = np.zeros(len(w.slot_weight), np.int64)
-    for p in w.paths:
-        if p.skipped:
-            continue
-        u = np.unique(p.slots[p.slots > 0])
-        layers_per_slot[u] += 1
-    live = np.flatnonzero(layers_per_slot)
-    if not len(live):
-        return out
-    idx = (live[:, None] * t.l2e + np.arange(t.l2e)[None, :]).reshape(-1)
-    k = store.kind[idx]
-    sel = (k == native.NORMAL) | (k == native.ZERO_ALLOC) | (k == native.COMPRESSED)
-    cl = (store.host[idx][sel] >> np.uint64(img.meta.cluster_bits)).astype(np.int64)
-    slot = np.repeat(live, t.l2e)[sel]
-    ok = cl < ncl
-    # one count per (cluster, table) pair: several compressed streams in a cluster are one use
-    pair = np.unique(cl[ok] * len(layers_per_slot) + slot[ok])
-    pc, ps = pair // len(layers_per_slot), pair % len(layers_per_slot)
-    out += np.bincount(pc, weights=layers_per_slot[ps], minlength=ncl).astype(np.uint32)
-    return out

@@ -136,6 +136,16 @@ class Qcow2Image(Image):
         from .status import active_extents
         return active_extents(self)
 
+    def reference_rows(self) -> Any:
+        return self.walk().rows
+
+    def refcounts(self, n: int) -> Any:
+        return self.tables.refcounts(n)
+
+    def shared_by(self, n: int) -> Any:
+        from .refs import shared_by
+        return shared_by(self, n)
+
     def walk(self) -> Any:
         """Every reference the file makes to its own clusters (cached)."""
         if getattr(self, "_walk", None) is None:

@@ -143,3 +143,32 @@ def walk(img: Any) -> Walk:
     parts.append((rb, np.full(len(rb), cs, _U), np.full(len(rb), ROLE_BIT["refcount_block"], np.uint8),
                   np.full(len(rb), GLOBAL, np.int32), np.ones(len(rb), np.uint32)))
     return Walk(paths, weight, owner, _rows(parts))
+
+
+def shared_by(img: Any, ncl: int) -> np.ndarray:
+    """Number of layers (active + snapshots) whose guest view reaches each host cluster.
+
+    Exact unless one layer reaches the same cluster through two different L2 tables.
+    """
+    t = img.tables
+    w = img.walk()
+    store = t.store
+    out = np.zeros(ncl, np.uint32)
+    layers_per_slot = np.zeros(len(w.slot_weight), np.int64)
+    for p in w.paths:
+        if not p.skipped:
+            layers_per_slot[np.unique(p.slots[p.slots > 0])] += 1
+    live = np.flatnonzero(layers_per_slot)
+    if not len(live):
+        return out
+    idx = (live[:, None] * t.l2e + np.arange(t.l2e)[None, :]).reshape(-1)
+    k = store.kind[idx]
+    sel = (k == native.NORMAL) | (k == native.ZERO_ALLOC) | (k == native.COMPRESSED)
+    cl = (store.host[idx][sel] >> _U(t.cb)).astype(np.int64)
+    slot = np.repeat(live, t.l2e)[sel]
+    ok = cl < ncl
+    # one count per (cluster, table) pair: several compressed streams in a cluster are one use
+    pair = np.unique(cl[ok] * len(layers_per_slot) + slot[ok])
+    pc, ps = pair // len(layers_per_slot), pair % len(layers_per_slot)
+    out += np.bincount(pc, weights=layers_per_slot[ps], minlength=ncl).astype(np.uint32)
+    return out

@@ -1,0 +1,46 @@
+# imgscope — the two set-up commands of README.md: `make demo` and `make test`.
+# Both work on a fresh Debian machine (root or sudo): they install Debian's
+# qemu-utils and graphviz when missing, create .venv and install imgscope into it.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+export DEBIAN_FRONTEND := noninteractive
+
+.PHONY: demo test sysdeps venv install install-dev sample bench fuzz clean
+
+sysdeps:
+	@if ! command -v qemu-img >/dev/null || ! command -v qemu-io >/dev/null || ! command -v dot >/dev/null \
+	    || ! command -v cc >/dev/null; then \
+	  echo "installing Debian packages: qemu-utils graphviz gcc"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq qemu-utils graphviz gcc python3-venv python3-dev >/dev/null; \
+	fi
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip setuptools wheel
+
+venv: $(PY)
+
+install: sysdeps venv
+	$(PIP) install -q -e '.[notebook]'
+
+install-dev: sysdeps venv
+	$(PIP) install -q -e '.[notebook,dev]'
+
+demo: install
+	$(VENV)/bin/imgscope demo
+
+test: install-dev
+	IMGSCOPE_FORCE_NATIVE=1 $(PY) -m pytest -q -n 2 tests
+
+sample: install
+	sh scripts/make_sample.sh imgscope/data/sample.qcow2
+
+bench: install-dev
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf build *.egg-info imgscope/_native*.so imgscope/_native.c
