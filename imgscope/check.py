@@ -64,6 +64,8 @@ class CheckResult:
             for c in ("host_offset", "guest_offset", "layer", "structure", "expected", "found", "count"):
                 v = b.get(c)
                 cols[c] = v if isinstance(v, (list, np.ndarray)) else [v] * n
+            for c in ("host_offset", "guest_offset"):  # exact ints: concat of int64 and uint64 would give floats
+                cols[c] = pd.Series([None if x is None else int(x) for x in cols[c]], dtype=object)
             df = pd.DataFrame(cols)
             df.insert(0, "problem", p.id)
             df.insert(1, "cls", p.cls)
@@ -77,7 +79,10 @@ class CheckResult:
             df["message"] = [_message(r) for r in df.itertuples(index=False)]
         df = df.astype({"problem": "category", "cls": "category", "severity": "category", "counter": "category"})
         for c in ("host_offset", "guest_offset"):
-            df[c] = pd.array([None if v is None or v != v else int(v) for v in df[c]], dtype="UInt64")
+            vals = [None if v is None or v != v else int(v) for v in df[c]]
+            # via numpy uint64: pandas' own coercion goes through int64 and fails above 2^63
+            df[c] = pd.arrays.IntegerArray(np.array([v or 0 for v in vals], np.uint64),
+                                           np.array([v is None for v in vals], bool))
         df["count"] = pd.array([1 if v is None or v != v else int(v) for v in df["count"]], dtype="Int64")
         for c in ("layer", "structure", "expected", "found"):
             df[c] = df[c].map(lambda v: None if v is None else str(v)).astype("string")

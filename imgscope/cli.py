@@ -18,6 +18,11 @@ COMMANDS = {
     "snapshots": "snapshots",
     "check": "check",
     "demo": "demo",
+    "tree": "tree",
+    "report": "report",
+    "scan": "scan",
+    "repair": "repair",
+    "undo": "undo",
 }
 
 
@@ -25,6 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imgscope", description="Inspect, check and repair virtual disk images.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("--version", action="version", version=f"imgscope {_version()}")
+    parser.add_argument("--limit", action="append", default=[], metavar="NAME=VALUE",
+                        help="raise or lower a resource limit, e.g. max_l1_bytes=64M (docs/security.md)")
+    parser.add_argument("--allow-backing-outside", action="store_true",
+                        help="follow backing files/extents outside the image's own directory")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, mod in COMMANDS.items():
         module = importlib.import_module(f"imgscope.commands.{mod}")
@@ -39,10 +48,21 @@ def _version() -> str:
     return __version__
 
 
+def _apply_safety_options(args: argparse.Namespace) -> None:
+    """--limit and --allow-backing-outside (see imgscope.limits and imgscope.chain)."""
+    if args.limit:
+        from . import limits
+        limits.configure(",".join(args.limit))
+    if args.allow_backing_outside:
+        from . import chain
+        chain.ALLOW_OUTSIDE = True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        _apply_safety_options(args)
         return int(args._run(args) or 0)
     except ImgscopeError as exc:
         if args.debug:

@@ -50,10 +50,13 @@ class Extents:
 def resolve(chain: list[Extents]) -> tuple[np.ndarray, ...]:
     """Resolve a chain (top first) into (start, length, depth, status, offset) arrays, merged."""
     top = chain[0]
-    cuts = np.unique(np.concatenate([e.start[e.start < top.size] for e in chain]
-                                    + [np.array([e.size for e in chain if e.size < top.size], np.int64),
-                                       np.array([0], np.int64)]))
-    cuts = cuts[cuts < top.size]
+    if len(chain) == 1 and len(top.start) and top.start[0] == 0:
+        cuts = top.start[top.start < top.size]  # one layer: its starts are already sorted and distinct
+    else:
+        cuts = np.sort(np.concatenate([e.start[e.start < top.size] for e in chain]
+                                      + [np.array([e.size for e in chain if e.size < top.size], np.int64),
+                                         np.array([0], np.int64)]))
+        cuts = cuts[np.append(True, cuts[1:] != cuts[:-1]) & (cuts < top.size)]
     n = len(cuts)
     depth = np.full(n, -1, np.int64)
     status = np.zeros(n, np.uint8)
@@ -109,3 +112,22 @@ def to_qemu_json(start: np.ndarray, length: np.ndarray, depth: np.ndarray, statu
             e["offset"] = off
         out.append(e)
     return out
+
+
+_FLAGS_TEXT = [f'"present": {"true" if st & ALLOCATED else "false"}, "zero": {"true" if st & ZERO else "false"}, '
+               f'"data": {"true" if st & DATA else "false"}' for st in range(16)]
+
+
+def to_qemu_text(start: np.ndarray, length: np.ndarray, depth: np.ndarray, status: np.ndarray,
+                 offset: np.ndarray) -> str:
+    """What ``qemu-img map --output=json`` prints, byte for byte (the same objects as :func:`to_qemu_json`).
+
+    Built as text without a dict per extent: an image can have millions of extents.
+    """
+    flags = [_FLAGS_TEXT[st & 15] for st in status.tolist()]
+    valid = ((status & OFFSET_VALID) != 0).tolist()
+    lines = [f'{{ "start": {s}, "length": {ln}, "depth": {d}, {fl}, "offset": {off}}}' if v else
+             f'{{ "start": {s}, "length": {ln}, "depth": {d}, {fl}}}'
+             for s, ln, d, fl, v, off in zip(start.tolist(), length.tolist(), depth.tolist(), flags, valid,
+                                             offset.tolist())]
+    return "[" + ",\n".join(lines) + "]\n"

@@ -144,7 +144,7 @@ def clusters_frame(img: Any) -> pd.DataFrame:
     nroles = np.array([bin(x).count("1") for x in range(1 << len(ROLES))], np.uint8)[mask]
     primary = np.where(mask == 0, np.where(stored > 0, len(ROLES) + 1, len(ROLES)),
                        np.where(nroles > 1, len(ROLES) + 2, _lowest_bit(mask)))
-    labels = img.layer_names()
+    labels = _unique(img.layer_names())
     owner_cat = pd.Categorical.from_codes(np.where(own >= 0, own, np.where(own == -2, len(labels), -1)),
                                           categories=labels + ["shared"])
     names = {m: _role_names(m) for m in np.unique(mask).tolist()}
@@ -160,6 +160,16 @@ def clusters_frame(img: Any) -> pd.DataFrame:
     if refs[-1] == 0 and stored[-1] == 0:
         df = df.iloc[:nfile]
     return df
+
+
+def _unique(names: list[str]) -> list[str]:
+    """Category labels must differ: a repeated name (duplicate snapshot ids) gets its position appended."""
+    seen: set[str] = set()
+    out = []
+    for i, n in enumerate(names):
+        out.append(n if n not in seen else f"{n}#{i}")
+        seen.add(n)
+    return out
 
 
 def _lowest_bit(mask: np.ndarray) -> np.ndarray:

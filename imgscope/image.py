@@ -39,6 +39,11 @@ class Image:
     def __repr__(self) -> str:
         return f"<imgscope.Image {self.format} {self.path!r} {self.virtual_size} bytes>"
 
+    def _repr_html_(self) -> str:
+        """Notebook summary (header facts and snapshot list; no table walk)."""
+        from .report.summary import image_html
+        return image_html(self)
+
     # ---------------------------------------------------------------- driver primitives
     @property
     def virtual_size(self) -> int:
@@ -75,6 +80,10 @@ class Image:
         """Block status of the active layer as :class:`imgscope.extents.Extents`."""
         raise NotImplementedError
 
+    def guest_map(self, layer: str | int = "active") -> Any:
+        """One layer's :class:`imgscope.model.GuestMap` (formats with lookup tables)."""
+        raise NotImplementedError(f"{self.format}: no per-cluster guest map")
+
     def info_dict(self) -> dict[str, Any]:
         """The object ``qemu-img info --output=json`` prints (plus imgscope keys)."""
         out: dict[str, Any] = {
@@ -104,11 +113,15 @@ class Image:
             return name
         return os.path.join(os.path.dirname(self.path), name)
 
-    def chain(self) -> list[Image]:
-        """This image and its backing files, top first (opened read-only, once)."""
+    def chain(self, allow_outside: bool | None = None) -> list[Image]:
+        """This image and its backing files, top first (opened read-only, once).
+
+        Parents outside this image's directory are refused (``backing_error``)
+        unless ``allow_outside`` (default: :data:`imgscope.chain.ALLOW_OUTSIDE`).
+        """
         if self._chain is None:
             from .chain import open_backing_chain
-            self._chain = open_backing_chain(self)
+            self._chain = open_backing_chain(self, allow_outside)
         return self._chain
 
     def map_entries(self) -> list[dict]:
@@ -142,8 +155,26 @@ class Image:
         return mapping_frame(self, layer, merge)
 
     def clusters(self) -> Any:
+        if not self.cluster_size or not hasattr(self, "reference_rows"):
+            raise NotImplementedError(f"{self.format}: no host clusters frame")
         from .frames import clusters_frame
         return clusters_frame(self)
 
     def check(self) -> Any:
-        raise NotImplementedError(f"{self.format}: no check")
+        """Formats without a check answer like qemu-img: not supported (exit code 63)."""
+        from .check import CheckResult
+        return CheckResult(self.path, self.format, supported=False, has_cluster_stats=False, has_end_offset=False)
+
+    def repair(self, mode: str = "all", dry_run: bool = True, allow_data_loss: bool = False) -> Any:
+        """The repair plan as a frame (offset, length, structure, reason, phase); nothing is written.
+
+        ``dry_run=False`` applies it (see :func:`imgscope.repair.run_repair`) and
+        returns the re-check; this object then shows the old state: reopen the image.
+        """
+        from .repair import plan_for, run_repair
+        if not dry_run:
+            return run_repair(self.path, mode, fmt=self.format, allow_data_loss=allow_data_loss)
+        plan = plan_for(self, mode, allow_data_loss)
+        if plan is None:
+            raise NotImplementedError(f"{self.format}: no repair")
+        return plan.frame()

@@ -17,6 +17,27 @@ from .errors import FormatError, ImgscopeError
 MAX_READ = 1 << 30
 
 
+def _open_regular(path: str, flags: int) -> int:
+    """Open ``path`` only if it is a regular file, without ever blocking.
+
+    ``O_NONBLOCK`` makes opening a FIFO swapped in after the caller's ``stat``
+    return at once; ``fstat`` on the descriptor then decides, and the flag is
+    cleared again for ordinary reads.
+    """
+    try:
+        fd = os.open(path, flags | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0))
+    except OSError as exc:
+        raise ImgscopeError(f"{path}: {exc.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ImgscopeError(f"{path}: is a special file (device, FIFO or socket), not an image file")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 class Source:
     """A read-only image file opened by path; refuses devices, FIFOs and sockets."""
 
@@ -29,11 +50,7 @@ class Source:
         if not stat.S_ISREG(st.st_mode):
             kind = "directory" if stat.S_ISDIR(st.st_mode) else "special file (device, FIFO or socket)"
             raise ImgscopeError(f"{self.path}: is a {kind}, not an image file")
-        flags = os.O_RDWR if writable else os.O_RDONLY
-        try:
-            self.fd = os.open(self.path, flags | getattr(os, "O_CLOEXEC", 0))
-        except OSError as exc:
-            raise ImgscopeError(f"{self.path}: {exc.strerror}") from None
+        self.fd = _open_regular(self.path, os.O_RDWR if writable else os.O_RDONLY)
         self.writable = writable
         self.size = os.fstat(self.fd).st_size
         self.allocated = st.st_blocks * 512

@@ -84,6 +84,8 @@ class L2Entries(NamedTuple):
 
 def be64(buf: bytes | memoryview, n: int, structure: str = "table", offset: int | None = None) -> np.ndarray:
     """Decode ``n`` big-endian u64 entries."""
+    if n < 0:
+        raise FormatError(structure, offset, _ERRORS[-2])
     if n * 8 > len(buf):
         raise FormatError(structure, offset, _ERRORS[-1])
     if _backend == "native":
@@ -100,6 +102,8 @@ def l2_decode(buf: bytes | memoryview, n: int, cluster_bits: int, extended: bool
               structure: str = "l2", offset: int | None = None) -> L2Entries:
     """Classify ``n`` qcow2 L2 entries (see native/imgscope_native.h)."""
     esz = 16 if extended else 8
+    if n < 0:
+        raise FormatError(structure, offset, _ERRORS[-2])
     if n * esz > len(buf):
         raise FormatError(structure, offset, _ERRORS[-1])
     if not 9 <= cluster_bits <= 30:
@@ -153,7 +157,7 @@ def refblock_decode(buf: bytes | memoryview, order: int, n: int, structure: str 
                     offset: int | None = None) -> np.ndarray:
     """Decode ``n`` counters of ``2**order`` bits each."""
     bits = 1 << order if 0 <= order <= 6 else 0
-    if not bits:
+    if not bits or n < 0:
         raise FormatError(structure, offset, _ERRORS[-2])
     if n * bits > len(buf) * 8:
         raise FormatError(structure, offset, _ERRORS[-1])
@@ -174,12 +178,14 @@ def refblock_decode(buf: bytes | memoryview, order: int, n: int, structure: str 
 def refblock_encode(values: np.ndarray, order: int, size: int) -> bytes:
     """Encode counters into a ``size``-byte refcount block (zero padded)."""
     values = np.ascontiguousarray(values, dtype=np.uint64)
+    if not 0 <= order <= 6 or size < 0:
+        raise FormatError("refcount block", None, _ERRORS[-2])
     bits = 1 << order
     n = len(values)
     if n * bits > size * 8:
-        raise ValueError("refcount block too small for the values")
+        raise FormatError("refcount block", None, _ERRORS[-1])
     if bits < 64 and n and int(values.max()) >= (1 << bits):
-        raise ValueError(f"refcount value does not fit {bits} bits")
+        raise FormatError("refcount block", None, f"{_ERRORS[-3]} ({bits} bits)")
     if _backend == "native":
         out = bytearray(size)
         _check(_lib.isn_refblock_encode(_p(values), n, order, _b(out), size),
@@ -203,17 +209,19 @@ def add_refs(counts: np.ndarray, off: np.ndarray, length: np.ndarray, cluster_bi
              weight: np.ndarray | None = None) -> int:
     """Add ``weight`` (default 1) references per cluster touched by each range; return the overflows.
 
-    ``counts`` (uint32) must cover every touched cluster (callers drop ranges past EOF first).
+    ``counts`` (contiguous, writable uint32) must cover every touched cluster (callers drop
+    ranges past EOF first): a range beyond it, or one wrapping past 2**64, is a FormatError
+    and nothing is counted.  Counters saturate at ``maxval``; one already above it stays.
     """
     off = np.ascontiguousarray(off, dtype=np.uint64)
     length = np.ascontiguousarray(length, dtype=np.uint64)
-    maxval = min(maxval, 0xFFFFFFFF)
     if weight is not None:
         weight = np.ascontiguousarray(weight, dtype=np.uint32)
-        if len(weight) != len(off):
-            raise ValueError("add_refs: weight differs in length")
-    if len(off) != len(length):
-        raise ValueError("add_refs: arrays differ in length")
+    if (not 9 <= cluster_bits <= 30 or maxval < 0 or len(off) != len(length)
+            or (weight is not None and len(weight) != len(off)) or not isinstance(counts, np.ndarray)
+            or counts.dtype != np.uint32 or not counts.flags.c_contiguous or not counts.flags.writeable):
+        raise FormatError("reference count", None, _ERRORS[-2])
+    maxval = min(maxval, 0xFFFFFFFF)
     if _backend == "native":
         rc = _lib.isn_add_refs(_p(counts), len(counts), _p(off), _p(length),
                                _p(weight) if weight is not None else _ffi.NULL, len(off), cluster_bits, maxval)
@@ -223,6 +231,8 @@ def add_refs(counts: np.ndarray, off: np.ndarray, length: np.ndarray, cluster_bi
     w = weight[keep].astype(np.int64) if weight is not None else None
     if not len(off):
         return 0
+    if np.any(off > np.uint64(0xFFFFFFFFFFFFFFFF) - (length - np.uint64(1))):
+        raise FormatError("reference count", None, _ERRORS[-1])
     first = off >> np.uint64(cluster_bits)
     last = (off + length - np.uint64(1)) >> np.uint64(cluster_bits)
     if int(last.max()) >= len(counts):
@@ -246,7 +256,7 @@ def run_starts(code: np.ndarray, off: np.ndarray, step: np.ndarray) -> np.ndarra
     step = np.ascontiguousarray(step, dtype=np.uint64)
     n = len(code)
     if not (len(off) == len(step) == n):
-        raise ValueError("run_starts: arrays differ in length")
+        raise FormatError("runs", None, _ERRORS[-2])
     if _backend == "native":
         out = np.empty(n, np.uint64)
         r = _check(_lib.isn_run_starts(_p(code), _p(off), _p(step), n,
@@ -257,3 +267,64 @@ def run_starts(code: np.ndarray, off: np.ndarray, step: np.ndarray) -> np.ndarra
     brk = np.ones(n, bool)
     brk[1:] = (code[1:] != code[:-1]) | (((code[1:] & OFFSET_VALID) != 0) & (off[1:] != off[:-1] + step[:-1]))
     return np.flatnonzero(brk).astype(np.int64)
+
+
+# ---------------------------------------------------------------------------- block status
+
+ST_DATA, ST_ZERO, ST_OFFSET_VALID = 1, 2, 4  # imgscope.extents DATA, ZERO, OFFSET_VALID
+_KIND_STATUS = np.array([0, ST_DATA | ST_OFFSET_VALID, ST_ZERO, ST_ZERO | ST_OFFSET_VALID, ST_DATA], np.uint8)
+
+
+def unit_status(kind: np.ndarray, host: np.ndarray, alloc: np.ndarray | None, zero: np.ndarray | None,
+                subclusters: int, cluster_size: int, crypto: bool) -> tuple[int, np.ndarray, np.ndarray]:
+    """(unit size, status per unit, host offset per unit) of decoded L2 entries (numpy; see isn_unit_runs)."""
+    if subclusters > 1:
+        unit = cluster_size // subclusters
+        bit = np.arange(subclusters, dtype=np.uint32)
+        a = ((alloc[:, None] >> bit) & 1).astype(bool)
+        z = ((zero[:, None] >> bit) & 1).astype(bool)
+        normal = (kind == NORMAL)[:, None]
+        comp = (kind == COMPRESSED)[:, None]
+        st = np.zeros(a.shape, np.uint8)
+        st[normal & a & ~z] = ST_DATA | ST_OFFSET_VALID
+        st[normal & z] = ST_ZERO | ST_OFFSET_VALID
+        st[normal & ~a & ~z] = ST_OFFSET_VALID  # allocated cluster, subcluster reads from backing
+        st[~normal & ~comp & z] = ST_ZERO
+        st[np.broadcast_to(comp, st.shape)] = ST_DATA
+        off = host[:, None] + (bit.astype(np.uint64) * np.uint64(unit))[None, :]
+        status, offset = st.reshape(-1), off.reshape(-1)
+    else:
+        unit = cluster_size
+        status = _KIND_STATUS[kind]
+        offset = host
+    if crypto:
+        status = status & np.uint8(~ST_OFFSET_VALID & 0xFF)
+    offset = np.where(status & ST_OFFSET_VALID, offset, np.uint64(0))
+    return unit, status, offset
+
+
+def unit_runs(kind: np.ndarray, host: np.ndarray, alloc: np.ndarray | None, zero: np.ndarray | None,
+              subclusters: int, cluster_size: int, crypto: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Runs of equal block status (first unit index int64, status uint8, host offset uint64)."""
+    kind = np.ascontiguousarray(kind, dtype=np.uint8)
+    host = np.ascontiguousarray(host, dtype=np.uint64)
+    n = len(kind)
+    ext = subclusters > 1
+    if ext:
+        alloc = np.ascontiguousarray(alloc, dtype=np.uint32)
+        zero = np.ascontiguousarray(zero, dtype=np.uint32)
+    if (subclusters not in (1, 32) or len(host) != n or (ext and (len(alloc) != n or len(zero) != n))
+            or (n and int(kind.max()) > COMPRESSED) or not 512 <= cluster_size <= 1 << 30
+            or cluster_size & (cluster_size - 1)):
+        raise FormatError("block status", None, _ERRORS[-2])
+    if _backend == "native":
+        cap = n * subclusters
+        start, status, offset = np.empty(cap, np.uint64), np.empty(cap, np.uint8), np.empty(cap, np.uint64)
+        r = _check(_lib.isn_unit_runs(_p(kind), _p(host), _p(alloc) if ext else _ffi.NULL,
+                                      _p(zero) if ext else _ffi.NULL, n, subclusters, cluster_size, int(crypto),
+                                      _p(start), _p(status), _p(offset), cap), "block status", None)
+        return start[:r].astype(np.int64), status[:r].copy(), offset[:r].copy()
+    unit, status, offset = unit_status(kind, host, alloc, zero, subclusters, cluster_size, crypto)
+    code = status | np.where(status & ST_OFFSET_VALID, np.uint8(OFFSET_VALID), np.uint8(0)).astype(np.uint8)
+    starts = run_starts(code, offset, np.full(len(status), unit, np.uint64))
+    return starts, status[starts], offset[starts]

@@ -43,8 +43,9 @@ int isn_refblock_encode(const uint64_t *values, size_t n, int order, uint8_t *bu
 
 /* For each byte range [off[i], off[i]+len[i]) with len > 0, add weight[i] (1 when
  * weight is NULL) references to every cluster it touches.  Counters saturate at
- * maxval; each refused increment is an overflow.  Returns the number of overflows, or ISN_EBOUNDS if a range
- * touches a cluster >= ncounts (nothing after that range is counted). */
+ * maxval (a counter already above maxval is left unchanged); each refused increment is an overflow.
+ * Returns the number of overflows, or ISN_EBOUNDS (and counts nothing) if any range touches a
+ * cluster >= ncounts or wraps past 2^64. */
 int64_t isn_add_refs(uint32_t *counts, size_t ncounts, const uint64_t *off, const uint64_t *len,
                      const uint32_t *weight, size_t n, int cluster_bits, uint32_t maxval);
 
@@ -53,3 +54,13 @@ int64_t isn_add_refs(uint32_t *counts, size_t ncounts, const uint64_t *off, cons
  * Writes at most cap indices; returns the number of runs or ISN_EBOUNDS. */
 int64_t isn_run_starts(const uint8_t *code, const uint64_t *off, const uint64_t *step, size_t n,
                        uint64_t *starts, size_t cap);
+
+/* Block status (qemu's BDRV_BLOCK_DATA 1, ZERO 2, OFFSET_VALID 4) of n decoded qcow2 L2 entries,
+ * per unit (the cluster, or each of 32 subclusters with extended L2: alloc/zero then required),
+ * merged into runs: a unit starts a run unless its status equals the previous unit's and, with
+ * OFFSET_VALID, its host offset is the previous one + the unit size.  crypto clears OFFSET_VALID;
+ * offsets are 0 unless OFFSET_VALID.  Writes each run's first unit, status and offset (at most cap);
+ * returns the number of runs, ISN_EBOUNDS when cap is too small, ISN_EARG for a bad argument or kind. */
+int64_t isn_unit_runs(const uint8_t *kind, const uint64_t *host, const uint32_t *alloc, const uint32_t *zero,
+                      size_t n, int subclusters, uint64_t cluster_size, int crypto,
+                      uint64_t *start, uint8_t *status, uint64_t *offset, size_t cap);

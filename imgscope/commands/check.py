@@ -27,7 +27,8 @@ def run(args: argparse.Namespace) -> int:
         with imgscope.open(args.image, args.format) as img:
             res = img.check()
     if args.output == "json":
-        if res.exit_code() != 1 or not res.check_errors:
+        # qemu prints no JSON when the check fails (rc 1) or the format has none (rc 63)
+        if res.supported and not res.error and (res.exit_code() != 1 or not res.check_errors):
             print_json(res.qemu_json())
     else:
         print(res.human())

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from . import add_output, print_json
 
@@ -16,7 +17,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import imgscope
     with imgscope.open(args.image, args.format) as img:
-        if args.layer == "active":
+        if args.layer == "active" and args.output == "json":
+            # qemu-img's own layout, built as text: a dict per extent is too slow for millions of extents
+            from ..extents import resolve, to_qemu_text
+            text = to_qemu_text(*resolve([i.extents() for i in img.chain()]))
+            entries = None
+        elif args.layer == "active":
             entries = img.map_entries()
         else:
             df = img.mapping(args.layer, merge=True)
@@ -25,11 +31,13 @@ def run(args: argparse.Namespace) -> int:
                         **({} if r.host_offset is None or str(r.host_offset) == "<NA>" else
                            {"offset": int(r.host_offset)})} for r in df.itertuples()]
         if img.backing_error:
-            import sys
             print(f"imgscope: warning: {img.backing_error}; ranges below it are shown as unallocated",
                   file=sys.stderr)
     if args.output == "json":
-        print_json(entries)
+        if entries is None:
+            sys.stdout.write(text)
+        else:
+            print_json(entries)
         return 0
     print(f"{'Offset':<20}{'Length':<20}{'Mapped to':<20}File")
     chain_files = {}

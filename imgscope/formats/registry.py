@@ -4,7 +4,14 @@ from __future__ import annotations
 import importlib
 
 #: format name -> "module:Class"
-EXTRA = {}
+EXTRA = {
+    "vmdk": "imgscope.formats.vmdk.driver:VmdkImage",
+    "vpc": "imgscope.formats.vpc.driver:VpcImage",
+    "vhdx": "imgscope.formats.vhdx.driver:VhdxImage",
+    "qed": "imgscope.formats.qed.driver:QedImage",
+    "qcow": "imgscope.formats.qcow.driver:QcowImage",
+    "vdi": "imgscope.formats.vdi.driver:VdiImage",
+}
 
 
 def extra_drivers() -> dict[str, type]:

@@ -34,7 +34,7 @@ def available() -> bool:
 
 def _run(argv: list, check: bool, cwd=None) -> subprocess.CompletedProcess:
     argv = [str(a) for a in argv]
-    proc = subprocess.run(argv, capture_output=True, text=True, env=_ENV, cwd=cwd)
+    proc = subprocess.run(argv, check=False, capture_output=True, text=True, env=_ENV, cwd=cwd)
     if check and proc.returncode != 0:
         raise QemuError(proc.returncode, argv, proc.stdout, proc.stderr)
     return proc
@@ -59,42 +59,47 @@ def qemu_img(*args, check: bool = True, cwd=None) -> subprocess.CompletedProcess
     return _run([QEMU_IMG, *args], check, cwd)
 
 
-def qemu_io(fmt: str | None, path, *commands: str, allow_fail: bool = False, secret: str | None = None,
-            cwd=None) -> subprocess.CompletedProcess:
+def _on_image(tool: str, path, fmt: str | None, secret: str | None, *args: str, after: tuple = (),
+              check: bool = True) -> subprocess.CompletedProcess:
+    """Run ``TOOL ARGS IMAGE AFTER`` in the image's directory: qemu resolves a relative data_file name
+    against its working directory (a relative backing file name, against the image's directory)."""
+    path = Path(path).absolute()
+    return _run([tool, *args, *image_args(path, fmt, secret), *after], check, path.parent)
+
+
+def qemu_io(fmt: str | None, path, *commands: str, allow_fail: bool = False,
+            secret: str | None = None) -> subprocess.CompletedProcess:
     """Run ``qemu-io -c CMD ... -f FMT PATH``.
 
     qemu-io exits 1 if any command failed. ``allow_fail`` is for ``-c abort`` crash images (qemu-io then
     dies of SIGABRT, returncode -6).
     """
     flags = [arg for cmd in commands for arg in ("-c", cmd)]
-    return _run([QEMU_IO, *flags, *image_args(path, fmt, secret)], not allow_fail, cwd)
-
-
-def _json(*args):
-    return json.loads(qemu_img(*args).stdout)
+    return _on_image(QEMU_IO, path, fmt, secret, *flags, check=not allow_fail)
 
 
 def info_json(path, fmt: str | None = None, *, secret: str | None = None, backing_chain: bool = False):
     """``qemu-img info --output=json -U``: a dict, or with ``backing_chain`` a list of dicts (top first)."""
     chain = ["--backing-chain"] if backing_chain else []
-    return _json("info", "--output=json", "-U", *chain, *image_args(path, fmt, secret))
+    return json.loads(_on_image(QEMU_IMG, path, fmt, secret, "info", "--output=json", "-U", *chain).stdout)
 
 
 def map_json(path, fmt: str | None = None, *, secret: str | None = None) -> list[dict]:
-    return _json("map", "--output=json", "-U", *image_args(path, fmt, secret))
+    """``qemu-img map --output=json -U``: extents with start, length, depth, present, zero, data[, offset]."""
+    return json.loads(_on_image(QEMU_IMG, path, fmt, secret, "map", "--output=json", "-U").stdout)
 
 
 def check_json(path, fmt: str | None = None, repair: str | None = None, *,
                secret: str | None = None) -> tuple[int, dict | None, str]:
     """``qemu-img check --output=json`` -> (returncode, report, stderr).
 
-    Return codes: 0 clean, 1 check not completed (no JSON), 2 corruptions, 3 leaks only,
-    63 format has no check. Read-only (``-U``) unless ``repair`` is 'leaks' or 'all'.
+    Return codes: 0 clean, 1 could not check (typically no JSON), 2 corruptions, 3 leaks only,
+    63 format has no check (no JSON). Read-only (``-U``) unless ``repair`` is 'leaks' or 'all'.
     """
     if repair not in (None, "leaks", "all"):
         raise ValueError(f"repair must be None, 'leaks' or 'all', not {repair!r}")
     mode = ["-U"] if repair is None else ["-r", repair]
-    proc = qemu_img("check", "--output=json", *mode, *image_args(path, fmt, secret), check=False)
+    proc = _on_image(QEMU_IMG, path, fmt, secret, "check", "--output=json", *mode, check=False)
     report = json.loads(proc.stdout) if proc.stdout.strip() else None
     return proc.returncode, report, proc.stderr
 
@@ -109,17 +114,23 @@ def snapshot_list(path, fmt: str | None = None, *, secret: str | None = None) ->
 
     ``info_json(path)["snapshots"]`` has the same data in structured form; this exists to check the text.
     """
-    out = qemu_img("snapshot", "-l", "-U", *image_args(path, fmt, secret)).stdout
-    rows = [line for line in out.splitlines() if line and not line.startswith(("Snapshot list:", "ID "))]
-    return [_SNAPSHOT_ROW.match(line).groupdict() for line in rows]
+    out = _on_image(QEMU_IMG, path, fmt, secret, "snapshot", "-l", "-U").stdout
+    rows = []
+    for line in out.splitlines()[2:]:  # after "Snapshot list:" and the column titles
+        match = _SNAPSHOT_ROW.match(line)
+        if match is None:
+            raise ValueError(f"unexpected qemu-img snapshot -l line: {line!r}")
+        rows.append(match.groupdict())
+    return rows
 
 
 def convert_raw(path, out, fmt: str | None = None, snapshot: str | int | None = None, *,
                 secret: str | None = None) -> Path:
     """``qemu-img convert -U -O raw`` of the image (or of internal snapshot with ID ``snapshot``) to ``out``."""
+    out = Path(out).absolute()
     snap = [] if snapshot is None else ["-l", f"snapshot.id={snapshot}"]
-    qemu_img("convert", "-U", "-O", "raw", *snap, *image_args(path, fmt, secret), out)
-    return Path(out)
+    _on_image(QEMU_IMG, path, fmt, secret, "convert", "-U", "-O", "raw", *snap, after=(out,))
+    return out
 
 
 def cluster_hashes(raw_path, cluster_size: int) -> list[str]:

@@ -63,6 +63,19 @@ class _Imrt:
 
 
 def check_image(img: Any) -> CheckResult:
+    """The check, streaming the L2 tables a chunk at a time (bounded memory).
+
+    Findings and counters equal those of one pass over all tables at once; when a
+    refcount overflows (whose report depends on the order references are added)
+    the check is redone with every table in one chunk, which is that order.
+    """
+    res = _check(img, CHUNK_ENTRIES)
+    if res is None:
+        res = _check(img, None)
+    return res
+
+
+def _check(img: Any, chunk: int | None) -> CheckResult | None:
     m, t = img.meta, img.tables
     res = CheckResult(img.path, "qcow2")
     cs, cb = m.cluster_size, m.cluster_bits
@@ -70,8 +83,9 @@ def check_image(img: Any) -> CheckResult:
     res.total_clusters = -(-(h.size // 512 * 512) // cs)
     _state_findings(img, res)
     imrt = _Imrt(img.src.size, cb, 1 << m.refcount_order, res)
-    w = img.walk()
-    store = t.store
+    paths = l1_paths(img)
+    slot_weight, _ = slot_weights(img, paths)
+    w = SimpleNamespace(paths=paths)
 
     # -- calculate_refcounts --------------------------------------------------------------
     imrt.inc(0, cs, "header")
@@ -84,7 +98,6 @@ def check_image(img: Any) -> CheckResult:
                     found=hex(sn.l1_table_offset) if pid == "Q2-SNP-001" else sn.l1_size, layer=p.label)
     if m.has_data_file and m.snapshots:
         res.add("Q2-SNP-005", found=len(m.snapshots))
-    slot_weight = w.slot_weight
     for p in counted:
         imrt.inc(p.offset, p.size * 8, f"{p.label} L1 table")
         e = p.entries
@@ -99,8 +112,9 @@ def check_image(img: Any) -> CheckResult:
         if unal.any():
             res.add("Q2-L1-002", int(unal.sum()), structure=f"{p.label} L1", layer=p.label,
                     found=[hex(x) for x in l2off[unal].tolist()], host_offset=l2off[unal])
-    _l2_entries(img, res, imrt, slot_weight)
-    _fragmentation(img, res, w)
+    scan = _scan_tables(img, res, imrt, slot_weight, paths[0], chunk)
+    if scan is None:
+        return None
     if m.snapshots:
         imrt.inc(h.snapshots_offset, m.snapshots_size, "snapshot table")
     imrt.inc(h.refcount_table_offset, h.refcount_table_clusters * cs, "refcount table")
@@ -111,10 +125,11 @@ def check_image(img: Any) -> CheckResult:
     rebuild = _refblocks(img, res, imrt)
 
     # -- compare_refcounts ------------------------------------------------------------------
-    ondisk, unreadable = _ondisk_refcounts(img, imrt.used)
-    computed = imrt.counts[:imrt.used].astype(_U)
-    diff = (ondisk != computed) & ~unreadable
-    if unreadable.any():
+    ondisk, unreadable = _ondisk_prefix(img, res, imrt.used)
+    computed = imrt.counts[:imrt.used]
+    diff = ondisk != computed
+    if unreadable is not None:
+        diff &= ~unreadable
         idx = np.flatnonzero(unreadable)
         res.add("Q2-RC-004", len(idx), host_offset=idx.astype(_U) << _U(cb))
     zero = diff & (ondisk == 0)
@@ -125,12 +140,14 @@ def check_image(img: Any) -> CheckResult:
         if len(idx):
             res.add(pid, len(idx), host_offset=idx.astype(_U) << _U(cb), found=ondisk[idx], expected=computed[idx])
     rebuild = rebuild or bool(zero.any())
-    used = np.flatnonzero(((ondisk > 0) | (computed > 0)) & ~unreadable)
-    res.image_end_offset = (int(used[-1]) + 1) * cs if len(used) else cs
+    used = (ondisk > 0) | (computed > 0)
+    if unreadable is not None:
+        used &= ~unreadable
+    res.image_end_offset = (len(used) - int(np.argmax(used[::-1]))) * cs if used.any() else cs
     res.needs_rebuild = rebuild  # type: ignore[attr-defined]
 
     # -- check_oflag_copied -----------------------------------------------------------------
-    _oflag_copied(img, res, w)
+    _oflag_copied(img, res, w, scan)
     res.ondisk = ondisk  # type: ignore[attr-defined]
     res.computed = computed  # type: ignore[attr-defined]
     return res
@@ -162,81 +179,7 @@ def _state_findings(img: Any, res: CheckResult) -> None:
                         host_offset=s.entry_offset)
 
 
-def _l2_entries(img: Any, res: CheckResult, imrt: _Imrt, slot_weight: np.ndarray) -> None:
-    """check_refcounts_l2 for every distinct table, weighted by its L1 references."""
-    m, t = img.meta, img.tables
-    cs = m.cluster_size
-    store = t.store
-    live = np.flatnonzero(slot_weight)
-    if not len(live):
-        return
-    idx = (live[:, None] * t.l2e + np.arange(t.l2e)[None, :]).reshape(-1)
-    wt = np.repeat(slot_weight[live], t.l2e).astype(np.uint32)
-    kind, host, length, flags = store.kind[idx], store.host[idx], store.length[idx], store.flags[idx]
-    alloc, zero = store.alloc[idx], store.zero[idx]
-    comp = kind == native.COMPRESSED
-    std_alloc = (kind == native.NORMAL) | (kind == native.ZERO_ALLOC)
-    tbl = {v: k for k, v in t._slot.items()}
-    where = np.array([tbl.get(int(s), 0) for s in live], _U)
-    entry_off = np.repeat(where, t.l2e) + (np.tile(np.arange(t.l2e, dtype=_U), len(live)) *
-                                           _U(16 if m.extended_l2 else 8))
-
-    def report(pid: str, mask: np.ndarray, **cols: Any) -> None:
-        if mask.any():
-            res.add(pid, int(mask.sum()), structure="L2 table", count=wt[mask], _counted=int(wt[mask].sum()),
-                    **{k: (v[mask] if isinstance(v, np.ndarray) else v) for k, v in cols.items()})
-
-    raw_hex = None
-    resv = ~comp & ((flags & native.F_RESERVED) != 0)
-    if resv.any():
-        raw_hex = np.array([f"{x:x}" for x in host[resv].tolist()], object)
-        res.add("Q2-L2-001", int(resv.sum()), structure="L2 table", count=wt[resv], _counted=int(wt[resv].sum()),
-                host_offset=entry_off[resv], found=raw_hex)
-    report("Q2-L2-002", comp & ((flags & native.F_COPIED) != 0), host_offset=host)
-    cdata = comp & bool(m.has_data_file)
-    report("Q2-L2-003", cdata, host_offset=host)
-    cbm = comp & ~cdata & ((alloc.astype(np.uint64) | (zero.astype(np.uint64) << _U(32))) != 0) if m.extended_l2 \
-        else np.zeros(len(comp), bool)
-    report("Q2-L2-004", cbm, host_offset=host)
-    cref = comp & ~cdata & ~cbm
-    if cref.any():
-        imrt.inc(host[cref], length[cref], "compressed clusters", wt[cref])
-    if m.extended_l2:
-        report("Q2-L2-005", std_alloc & ((alloc & zero) != 0), host_offset=host)
-        report("Q2-L2-008", (kind == native.UNALLOCATED) & (alloc != 0), host_offset=entry_off)
-    unal = std_alloc & ((flags & native.F_UNALIGNED) != 0)
-    if m.extended_l2:
-        has_data = alloc != 0
-    else:
-        has_data = (flags & native.F_ZERO) == 0
-    report("Q2-L2-006", unal & ~has_data, host_offset=host)
-    report("Q2-L2-007", unal & has_data, host_offset=host)
-    if not m.has_data_file and std_alloc.any():
-        imrt.inc(host[std_alloc], np.full(int(std_alloc.sum()), cs, _U), "data clusters", wt[std_alloc])
-
-
-def _fragmentation(img: Any, res: CheckResult, w: Any) -> None:
-    """BlockFragInfo over the active L1, in table order; contiguity restarts with each L2 table."""
-    t = img.tables
-    active = w.paths[0]
-    slots = active.slots[active.slots > 0]
-    if not len(slots):
-        return
-    store = t.store
-    idx = (slots[:, None] * t.l2e + np.arange(t.l2e)[None, :])
-    kind = store.kind[idx]
-    host = store.host[idx]
-    comp = kind == native.COMPRESSED
-    std = (kind == native.NORMAL) | (kind == native.ZERO_ALLOC)
-    res.compressed_clusters = int(comp.sum())
-    res.allocated_clusters = int(comp.sum() + std.sum())
-    frag = int(comp.sum())
-    for row_std, row_host in zip(std, host):
-        h = row_host[row_std]
-        if len(h) > 1:
-            frag += int(np.count_nonzero(h[1:] != h[:-1] + _U(t.cs)))
-    res.fragmented_clusters = frag
-
+@@SCAN@@
 
 def _bitmaps(img: Any, imrt: _Imrt) -> None:
     m, t = img.meta, img.tables
@@ -298,7 +241,7 @@ def _ondisk_refcounts(img: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
     return vals, bad
 
 
-def _oflag_copied(img: Any, res: CheckResult, w: Any) -> None:
+def _oflag_copied(img: Any, res: CheckResult, w: Any, scan: Any) -> None:
     """check_oflag_copied over the active L1 and the L2 tables it points at."""
     m, t = img.meta, img.tables
     cb = t.cb
@@ -316,28 +259,16 @@ def _oflag_copied(img: Any, res: CheckResult, w: Any) -> None:
     if mism.any():
         res.add("Q2-CP-001", int(mism.sum()), structure=[f"active L1[{i}]" for i in has[mism].tolist()],
                 layer="active", host_offset=l2off[has][mism], found=copied[mism].astype(int), expected=rc[mism])
-    store = t.store
-    slots = active.slots[has]
-    idx = (slots[:, None] * t.l2e + np.arange(t.l2e)[None, :]).reshape(-1)
-    kind, host, flags = store.kind[idx], store.host[idx], store.flags[idx]
-    std = (kind == native.NORMAL) | (kind == native.ZERO_ALLOC)
-    if not std.any():
-        return
-    if m.has_data_file:
-        rc2 = np.ones(int(std.sum()), np.int64)
-        ok = np.ones(len(rc2), bool)
-    else:
-        dc = (host[std] >> _U(cb)).astype(np.int64)
-        rc2 = _lookup(ondisk, dc)
-        ok = ~_lookup_mask(bad, dc)
-    cp = (flags[std] & native.F_COPIED) != 0
-    mism = ok & ((rc2 == 1) != cp)
-    if mism.any():
-        gidx = np.flatnonzero(std)[mism]
-        l1i = has[gidx // t.l2e]
-        guest = (l1i.astype(_U) * _U(t.l2e) + (gidx % t.l2e).astype(_U)) << _U(cb)
-        res.add("Q2-CP-002", int(mism.sum()), structure="active L2 entry", layer="active", host_offset=host[std][mism],
-                guest_offset=guest, found=cp[mism].astype(int), expected=rc2[mism])
+    # CP-002: mismatches found per table by the scan, reported once per active L1 entry, in L1 order
+    rows = [(i, scan.copied[int(sl)]) for i, sl in zip(has.tolist(), active.slots[has].tolist())
+            if int(sl) in scan.copied]
+    if rows:
+        gidx = np.concatenate([g for _, (g, _, _, _) in rows])
+        l1i = np.concatenate([np.full(len(g), i, np.int64) for i, (g, _, _, _) in rows])
+        guest = (l1i.astype(_U) * _U(t.l2e) + gidx.astype(_U)) << _U(cb)
+        res.add("Q2-CP-002", len(gidx), structure="active L2 entry", layer="active",
+                host_offset=np.concatenate([r[1] for _, r in rows]), guest_offset=guest,
+                found=np.concatenate([r[2] for _, r in rows]), expected=np.concatenate([r[3] for _, r in rows]))
 
 
 def res_refcounts(img: Any, res: CheckResult) -> tuple[np.ndarray, np.ndarray]:

@@ -103,7 +103,8 @@ ExtensionHeader = cs.Struct(
 FeatureNameEntry = cs.Struct(
     "type" / cs.Int8ub,
     "bit" / cs.Int8ub,
-    "name" / cs.PaddedString(46, "ascii"),
+    # bytes, not a str: a name that is not ASCII must not make the image unreadable
+    "name" / cs.FixedSized(46, cs.NullStripped(cs.GreedyBytes)),
 )
 
 BitmapsExtension = cs.Struct(

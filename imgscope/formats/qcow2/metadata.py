@@ -219,7 +219,8 @@ def _decode_extension(ext: Extension) -> Any:
         return ext.data.decode("utf-8", "replace")
     if ext.type == L.EXT_FEATURE_TABLE:
         n = len(ext.data) // 48
-        return [(L.FEATURE_KINDS[e.type] if e.type < 3 else f"type{e.type}", e.bit, e.name)
+        return [(L.FEATURE_KINDS[e.type] if e.type < 3 else f"type{e.type}", e.bit,
+                 e.name.decode("ascii", "replace"))
                 for e in (L.FeatureNameEntry.parse(ext.data[i * 48:(i + 1) * 48]) for i in range(n))]
     if ext.type == L.EXT_BITMAPS:
         if ext.length < 24:

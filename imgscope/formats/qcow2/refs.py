@@ -81,28 +81,37 @@ def _one(off: int, length: int, role: str, owner: int = GLOBAL) -> tuple:
     return ([off], [length], [ROLE_BIT[role]], [owner], [1])
 
 
+def slot_weights(img: Any, paths: list[L1Path]) -> tuple[np.ndarray, np.ndarray]:
+    """(L1 entries of counted layers pointing at each slot, owning layer or SHARED) — reads no L2 table."""
+    nslots = len(img.tables.slot_offsets)
+    weight = np.zeros(nslots, np.int64)
+    owner = np.full(nslots, GLOBAL, np.int64)
+    for p in paths:
+        if p.skipped:
+            continue
+        used = p.slots[p.slots > 0]
+        weight += np.bincount(used, minlength=nslots)
+        first = owner[used] == GLOBAL
+        owner[used[first]] = p.layer
+        owner[used[~first & (owner[used] != p.layer)]] = SHARED
+    return weight, owner
+
+
 def walk(img: Any) -> Walk:
     m, t = img.meta, img.tables
     cs = m.cluster_size
     h = m.header
     paths = l1_paths(img)
+    weight, owner = slot_weights(img, paths)
     store = t.store
-    nslots = len(store.kind) // t.l2e
-    weight = np.zeros(nslots, np.int64)
-    owner = np.full(nslots, GLOBAL, np.int64)
     parts: list[tuple] = [_one(0, cs, "header")]
     for p in paths:
         if p.skipped:
             continue
         parts.append(_one(p.offset, p.size * 8, "l1", p.layer))
-        used = p.slots[p.slots > 0]
         l2off = (p.entries & _U(L.L1E_OFFSET_MASK))[p.slots > 0]
         parts.append((l2off, np.full(len(l2off), cs, _U), np.full(len(l2off), ROLE_BIT["l2"], np.uint8),
                       np.full(len(l2off), p.layer, np.int32), np.ones(len(l2off), np.uint32)))
-        np.add.at(weight, used, 1)
-        first = owner[used] == GLOBAL
-        owner[used[first]] = p.layer
-        owner[used[~first & (owner[used] != p.layer)]] = SHARED
     # data references: each distinct table once, weighted
     live = np.flatnonzero(weight)
     if len(live):

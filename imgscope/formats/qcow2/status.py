@@ -1,4 +1,9 @@
-"""Block status of a qcow2 layer, as qemu's ``qcow2_co_block_status`` reports it."""
+"""Block status of a qcow2 layer, as qemu's ``qcow2_co_block_status`` reports it.
+
+A layer is walked a chunk of L2 tables at a time: each chunk is decoded and
+turned into runs of equal status (``native.unit_runs``), and the runs are
+merged across chunks, so mapping a 1 TiB image never holds per-cluster arrays.
+"""
 from __future__ import annotations
 
 from typing import Any
@@ -13,33 +18,7 @@ _U = np.uint64
 
 def unit_status(gm: Any, crypto: bool) -> tuple[int, np.ndarray, np.ndarray]:
     """(unit size, status per unit, host offset per unit) for a guest map."""
-    cs = gm.cluster_size
-    kind = gm.kind
-    if gm.subclusters > 1:
-        n = gm.subclusters
-        unit = cs // n
-        bit = np.arange(n, dtype=np.uint32)
-        alloc = ((gm.alloc[:, None] >> bit) & 1).astype(bool)
-        zero = ((gm.zero[:, None] >> bit) & 1).astype(bool)
-        normal = (kind == native.NORMAL)[:, None]
-        comp = (kind == native.COMPRESSED)[:, None]
-        st = np.zeros(alloc.shape, np.uint8)
-        st[normal & alloc & ~zero] = DATA | OFFSET_VALID
-        st[normal & zero] = ZERO | OFFSET_VALID
-        st[normal & ~alloc & ~zero] = OFFSET_VALID  # allocated cluster, subcluster reads from backing
-        st[~normal & ~comp & zero] = ZERO
-        st[np.broadcast_to(comp, st.shape)] = DATA
-        off = gm.host[:, None] + (bit.astype(_U) * _U(unit))[None, :]
-        status, offset = st.reshape(-1), off.reshape(-1)
-    else:
-        unit = cs
-        table = np.array([0, DATA | OFFSET_VALID, ZERO, ZERO | OFFSET_VALID, DATA], np.uint8)
-        status = table[kind]
-        offset = gm.host.copy()
-    if crypto:
-        status = status & np.uint8(~OFFSET_VALID & 0xFF)
-    offset = np.where(status & OFFSET_VALID, offset, _U(0))
-    return unit, status, offset
+    return native.unit_status(gm.kind, gm.host, gm.alloc, gm.zero, gm.subclusters, gm.cluster_size, crypto)
 
 
 def metadata_preallocated(img: Any) -> bool:
@@ -47,29 +26,104 @@ def metadata_preallocated(img: Any) -> bool:
     cs = img.cluster_size
     real_clusters = img.src.allocated // cs
     threshold = max(real_clusters * 10 // 9, real_clusters + 2)
-    refs = img.tables.refcounts()
-    return int(np.count_nonzero(refs)) >= threshold
+    return img.tables.count_nonzero_refcounts() >= threshold
 
 
 def active_extents(img: Any) -> Extents:
-    m = img.meta
-    gm = img.tables.guest_map(None)
-    unit, status, offset = unit_status(gm, bool(m.header.crypt_method))
-    if not m.has_data_file and np.any(status == (DATA | OFFSET_VALID)) and metadata_preallocated(img):
-        status = _zero_holes(img, status, offset)
-    return Extents.from_units(unit, status, offset, gm.virtual_size)
+    return layer_extents(img, None)
 
 
-def _zero_holes(img: Any, status: np.ndarray, offset: np.ndarray) -> np.ndarray:
-    """Mark DATA units whose host bytes sit in a file hole (or past EOF) as ZERO too."""
+def layer_extents(img: Any, layer: int | None) -> Extents:
+    """Extents of the active layer (None) or of snapshot ``layer`` (index into the table)."""
+    m, t = img.meta, img.tables
+    l1, vsize, _ = t.layer_l1(layer)
+    nclusters = -(-vsize // t.cs)
+    sub = 32 if m.extended_l2 else 1
+    unit = t.cs // sub
+    starts, sts, offs = _layer_runs(t, l1, nclusters, sub, bool(m.header.crypt_method))
+    if not m.has_data_file and np.any(sts == (DATA | OFFSET_VALID)) and metadata_preallocated(img):
+        starts, sts, offs = _zero_holes(img, starts, sts, offs, unit, nclusters * sub)
+    starts, sts, offs = _merge(starts, sts, offs, unit, nclusters * sub)
+    begin = starts.astype(np.int64) * unit
+    end = np.minimum(np.append(begin[1:], vsize), vsize)
+    return Extents(begin, (end - begin).astype(np.int64), sts, offs, vsize)
+
+
+def _layer_runs(t: Any, l1: np.ndarray, nclusters: int, sub: int,
+                crypto: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Runs (first unit, status, offset) of one layer, chunk by chunk (not merged across chunks)."""
+    starts: list[np.ndarray] = []
+    sts: list[np.ndarray] = []
+    offs: list[np.ndarray] = []
+    per_table = t.l2e * sub
+    ext = sub > 1
+    covered = 0
+    for first, count, ent in t.layer_windows(l1, nclusters):
+        u0 = first * per_table
+        if ent is None:
+            starts.append(np.array([u0], np.int64))
+            sts.append(np.zeros(1, np.uint8))
+            offs.append(np.zeros(1, _U))
+        else:
+            n = min(count * t.l2e, nclusters - first * t.l2e)
+            s, st, off = native.unit_runs(ent.kind[:n], ent.host[:n], ent.alloc[:n] if ext else None,
+                                          ent.zero[:n] if ext else None, sub, t.cs, crypto)
+            starts.append(s + u0)
+            sts.append(st)
+            offs.append(off)
+        covered = first + count
+    if covered * t.l2e < nclusters:  # past the end of the L1 table: unallocated
+        starts.append(np.array([covered * per_table], np.int64))
+        sts.append(np.zeros(1, np.uint8))
+        offs.append(np.zeros(1, _U))
+    if not starts:
+        return np.zeros(0, np.int64), np.zeros(0, np.uint8), np.zeros(0, _U)
+    return np.concatenate(starts), np.concatenate(sts), np.concatenate(offs)
+
+
+def _merge(starts: np.ndarray, sts: np.ndarray, offs: np.ndarray, unit: int,
+           total: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Merge neighbouring runs with equal status and (where OFFSET_VALID) contiguous host offsets."""
+    length = np.diff(np.append(starts, total)).astype(_U) * _U(unit)
+    code = sts | np.where(sts & OFFSET_VALID, np.uint8(native.OFFSET_VALID), np.uint8(0)).astype(np.uint8)
+    keep = native.run_starts(code, offs, length)
+    return starts[keep], sts[keep], offs[keep]
+
+
+def _zero_holes(img: Any, starts: np.ndarray, sts: np.ndarray, offs: np.ndarray, unit: int,
+                total: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mark DATA units whose host offset sits in a file hole (or past EOF) as ZERO too.
+
+    Decided per unit by the unit's first byte; a run lying wholly in data or wholly
+    in a hole is decided at once, only runs straddling a boundary are split per unit.
+    """
     ranges = img.src.data_ranges()
-    starts = np.array([r[0] for r in ranges], _U)
-    ends = np.array([r[1] for r in ranges], _U)
-    cand = status == (DATA | OFFSET_VALID)
-    off = offset[cand]
-    i = np.searchsorted(starts, off, side="right") - 1
-    in_data = (i >= 0) & (off < ends[np.clip(i, 0, max(len(ends) - 1, 0))]) if len(ends) else np.zeros(len(off), bool)
-    out = status.copy()
-    idx = np.flatnonzero(cand)
-    out[idx[~in_data]] |= ZERO
-    return out
+    ds = np.array([r[0] for r in ranges] + [(1 << 64) - 1], _U)  # sentinel: no data after the last range
+    de = np.array([r[1] for r in ranges] + [(1 << 64) - 1], _U)
+    nunits = np.diff(np.append(starts, total)).astype(_U)
+    cand = np.flatnonzero(sts == (DATA | OFFSET_VALID))
+    a = offs[cand]
+    b = a + (nunits[cand] - _U(1)) * _U(unit)  # first byte of the run's last unit
+    i = np.searchsorted(ds, a, side="right").astype(np.int64) - 1
+    ic = np.maximum(i, 0)
+    a_in = (i >= 0) & (a < de[ic])
+    all_data = a_in & (b < de[ic])
+    all_hole = ~a_in & (ds[i + 1] > b)
+    sts = sts.copy()
+    sts[cand[all_hole]] |= ZERO
+    mixed = cand[~all_data & ~all_hole]
+    if not len(mixed):
+        return starts, sts, offs
+    k = nunits[mixed].astype(np.int64)
+    rel = np.arange(int(k.sum())) - np.repeat(np.cumsum(k) - k, k)
+    u_start = np.repeat(starts[mixed], k) + rel
+    u_off = np.repeat(offs[mixed], k) + rel.astype(_U) * _U(unit)
+    j = np.searchsorted(ds, u_off, side="right").astype(np.int64) - 1
+    in_data = (j >= 0) & (u_off < de[np.maximum(j, 0)])
+    u_st = np.where(in_data, np.uint8(DATA | OFFSET_VALID), np.uint8(DATA | OFFSET_VALID | ZERO))
+    keep = np.ones(len(starts), bool)
+    keep[mixed] = False
+    starts = np.concatenate([starts[keep], u_start])
+    order = np.argsort(starts, kind="stable")
+    return (starts[order], np.concatenate([sts[keep], u_st])[order].astype(np.uint8),
+            np.concatenate([offs[keep], u_off])[order])

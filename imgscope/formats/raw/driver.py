@@ -14,11 +14,6 @@ class RawImage(Image):
     def virtual_size(self) -> int:
         return self.src.size
 
-    def info_dict(self) -> dict[str, Any]:
-        out = super().info_dict()
-        out.pop("dirty-flag", None)
-        return out
-
     def extents(self) -> Any:
         import numpy as np
 

@@ -1,0 +1,59 @@
+"""Timing and memory measurement of whole processes (qemu-img vs imgscope) for the benchmarks."""
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Timing:
+    """Wall-clock seconds of each run (after warm-up) and the largest peak RSS seen (KiB)."""
+
+    runs: list[float] = field(default_factory=list)
+    maxrss_kib: int = 0
+    rc: int | None = None
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.runs) if self.runs else float("nan")
+
+
+def run_process(argv: list[str], runs: int, warmup: int = 1, prepare=None) -> Timing:
+    """Run ``argv`` ``warmup`` + ``runs`` times, output to /dev/null; time each and take its rusage.
+
+    ``prepare`` (optional) is called before every run and is not timed (e.g. copy a fresh image).
+    """
+    t = Timing()
+    for i in range(warmup + runs):
+        if prepare is not None:
+            prepare()
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        t.rc = proc.returncode
+        if i >= warmup:
+            t.runs.append(elapsed)
+            t.maxrss_kib = max(t.maxrss_kib, usage.ru_maxrss)
+    return t
+
+
+def drop_caches() -> str | None:
+    """Drop the page cache (root only); returns None on success or why it failed."""
+    try:
+        os.sync()
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+        return None
+    except OSError as exc:
+        return f"cannot drop caches: {exc.strerror}"
+
+
+def fmt_seconds(s: float) -> str:
+    if s != s:  # NaN
+        return "-"
+    return f"{s * 1000:.0f} ms" if s < 10 else f"{s:.1f} s"

@@ -1,0 +1,1 @@
+"""qcow version 1: header, two-level tables with compressed clusters, imgscope's own check."""

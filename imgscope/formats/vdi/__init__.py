@@ -1,0 +1,1 @@
+"""VDI (VirtualBox): header, block map, qemu-compatible check, differencing-parent lookup."""

@@ -1,0 +1,107 @@
+"""The VDI block map decoded into the neutral model: guest map, block status, references.
+
+Block status follows qemu's ``vdi_co_block_status``: an allocated block is
+DATA at its host offset; an unallocated (0xFFFFFFFF) or discarded
+(0xFFFFFFFE) block reads as zeros (kind "zero": qemu reports it ZERO and
+present, VDI has no backing file in qemu).  For a static (fixed) image qemu
+also asks the host file, so parts of a block lying in a file hole or past
+EOF are reported as data *and* zero — :func:`mark_host_holes` does that.
+In a differencing image an unallocated block reads from the parent: kind
+"unallocated".
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ... import native
+from ...extents import DATA as S_DATA, OFFSET_VALID, ZERO as S_ZERO, Extents
+from ...limits import enforce
+from ...model import DATA, UNALLOCATED, ZERO, GuestMap, ROLE_BIT
+from ..qcow2.refs import RefRows, _one, _rows
+from ..qcow2.status import unit_status
+from . import layout as L
+
+_U = np.uint64
+
+
+def read_bmap(img: Any) -> np.ndarray:
+    n = img.h.blocks_in_image
+    buf = img.src.read(img.h.offset_bmap, n * 4, "vdi block map", zero_fill=True)
+    return np.frombuffer(buf, "<u4", count=n).astype(np.uint32)
+
+
+def allocated(entries: np.ndarray) -> np.ndarray:
+    """VDI_IS_ALLOCATED: anything below the discarded marker is a block slot."""
+    return entries < np.uint32(L.DISCARDED)
+
+
+def slot_offsets(img: Any, entries: np.ndarray) -> np.ndarray:
+    """Host offset where each entry's slot starts (its guest data follows ``block_extra`` bytes later)."""
+    return _U(img.h.offset_data) + entries.astype(_U) * _U(img.slot_size)
+
+
+def guest_map(img: Any) -> GuestMap:
+    bs = img.h.block_size
+    n = enforce("max_guest_clusters", -(-img.virtual_size // bs), "vdi guest map")
+    e = img.bmap[:n]
+    alloc = allocated(e)
+    kind = np.full(n, ZERO, np.uint8)
+    if img.is_diff:
+        kind[e == np.uint32(L.UNALLOCATED)] = UNALLOCATED
+    kind[alloc] = DATA
+    flags = np.zeros(n, np.uint8)
+    flags[alloc & (e >= np.uint32(img.h.blocks_in_image))] |= native.F_RESERVED
+    host = np.where(alloc, slot_offsets(img, e) + _U(img.h.block_extra), _U(0))
+    return GuestMap(layer="active", cluster_size=bs, virtual_size=img.virtual_size, kind=kind, host=host,
+                    length=np.where(alloc, _U(bs), _U(0)), flags=flags, alloc=None, zero=None,
+                    table=np.array([img.h.offset_bmap], _U))
+
+
+def extents(img: Any) -> Extents:
+    gm = guest_map(img)
+    unit, status, offset = unit_status(gm, False)
+    ext = Extents.from_units(unit, status, offset, gm.virtual_size)
+    if img.h.image_type == L.TYPE_STATIC:
+        ext = mark_host_holes(ext, img.src.data_ranges(), img.src.size)
+    return ext
+
+
+def mark_host_holes(ext: Extents, ranges: list[tuple[int, int]], file_size: int) -> Extents:
+    """Split DATA|OFFSET_VALID extents at the host file's data/hole boundaries and add ZERO to the
+    parts in holes or past EOF (qemu's BDRV_BLOCK_RECURSE into the protocol layer)."""
+    starts = np.array([r[0] for r in ranges], np.int64)
+    ends = np.array([r[1] for r in ranges], np.int64)
+    bounds = np.unique(np.concatenate([starts, ends, [file_size]]))
+    out: list[tuple[int, int, int, int]] = []
+    for s, ln, st, off in zip(ext.start.tolist(), ext.length.tolist(), ext.status.tolist(), ext.offset.tolist()):
+        if st != S_DATA | OFFSET_VALID:
+            out.append((s, ln, st, off))
+            continue
+        cuts = bounds[(bounds > off) & (bounds < off + ln)].tolist()
+        for a, b in zip([off] + cuts, cuts + [off + ln]):
+            i = int(np.searchsorted(starts, a, side="right")) - 1
+            in_data = i >= 0 and a < ends[i]
+            out.append((s + a - off, b - a, st if in_data else st | S_ZERO, a))
+    start, length, status, offset = (np.array(c) for c in zip(*out))
+    unit_st = status.astype(np.uint8)
+    # merge again: neighbours with equal status and contiguous offsets
+    keep = np.ones(len(start), bool)
+    gap = offset[1:].astype(np.int64) != offset[:-1].astype(np.int64) + length[:-1]
+    keep[1:] = (unit_st[1:] != unit_st[:-1]) | (((unit_st[1:] & OFFSET_VALID) != 0) & gap)
+    idx = np.flatnonzero(keep)
+    return Extents(start[idx].astype(np.int64), np.add.reduceat(length, idx).astype(np.int64), unit_st[idx],
+                   offset[idx].astype(_U), ext.size)
+
+
+def reference_rows(img: Any) -> RefRows:
+    """The header sector, the block map (role "l1") and every allocated block slot (role "data")."""
+    h = img.h
+    e = img.bmap
+    alloc = e[allocated(e)]
+    parts: list[tuple] = [_one(0, L.HEADER_SIZE, "header"), _one(h.offset_bmap, h.blocks_in_image * 4, "l1", 0),
+                          (slot_offsets(img, alloc), np.full(len(alloc), img.slot_size, _U),
+                           np.full(len(alloc), ROLE_BIT["data"], np.uint8), np.zeros(len(alloc), np.int32),
+                           np.ones(len(alloc), np.uint32))]
+    return _rows(parts)

@@ -1,0 +1,1 @@
+"""VHDX images: headers, region tables, metadata, BAT and log (docs/formats/vhdx.md)."""

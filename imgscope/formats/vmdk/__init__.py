@@ -1,0 +1,1 @@
+"""VMDK images: hosted sparse, stream-optimized, flat and split extents (docs/formats/vmdk.md)."""

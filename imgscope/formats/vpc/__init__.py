@@ -1,0 +1,1 @@
+"""VHD (qemu: "vpc") images: fixed, dynamic and differencing (docs/formats/vhd.md)."""

@@ -1,0 +1,105 @@
+"""VHD guest map (one slot per block), qemu block status and host references."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ... import model
+from ...extents import DATA, OFFSET_VALID, ZERO, Extents
+from ...limits import enforce
+from ...model import ROLE_BIT, GuestMap
+from ..flat import concat_pieces, recurse_pieces
+from ..qcow2.refs import GLOBAL, RefRows
+from . import layout as L
+
+_U = np.uint64
+FIXED_UNIT = 2 << 20  # guest-map slot size of a fixed disk (the default block size)
+
+
+def block_table(img: Any) -> tuple[int, np.ndarray, np.ndarray]:
+    """(block size, allocated mask, host offset of each block's data) over the guest blocks."""
+    m = img.meta
+    bs = m.block_size
+    n = enforce("max_guest_clusters", -(-m.virtual_size // bs), "vhd BAT", m.dyn.table_offset)
+    bat = np.full(n, L.BAT_UNUSED, np.uint32)
+    k = min(n, len(m.bat))
+    bat[:k] = m.bat[:k]
+    alloc = bat != L.BAT_UNUSED
+    host = np.where(alloc, bat.astype(_U) * _U(L.SECTOR) + _U(m.bitmap_size), _U(0))
+    return bs, alloc, host
+
+
+def guest_map(img: Any) -> GuestMap:
+    m = img.meta
+    if not m.dynamic:
+        n = -(-m.virtual_size // FIXED_UNIT)
+        host = np.arange(n, dtype=_U) * _U(FIXED_UNIT)
+        length = np.minimum(_U(FIXED_UNIT), _U(m.virtual_size) - host)
+        return GuestMap("active", FIXED_UNIT, m.virtual_size, np.full(n, model.DATA, np.uint8), host, length,
+                        np.zeros(n, np.uint8), None, None, np.zeros(n, _U))
+    bs, alloc, host = block_table(img)
+    n = len(alloc)
+    return GuestMap("active", bs, m.virtual_size, np.where(alloc, model.DATA, model.UNALLOCATED).astype(np.uint8),
+                    host, np.where(alloc, _U(bs), _U(0)), np.zeros(n, np.uint8), None, None,
+                    _U(m.dyn.table_offset) + np.arange(n, dtype=_U) * _U(4))
+
+
+def extents(img: Any) -> Extents:
+    """What qemu's vpc driver answers: fixed disks recurse into the file; dynamic ones per block."""
+    m = img.meta
+    if not m.dynamic:
+        return concat_pieces([recurse_pieces(img.src, 0, m.virtual_size)], m.virtual_size)
+    bs, alloc, host = block_table(img)
+    absent = 0 if img.differencing else ZERO
+    status = np.where(alloc, DATA | OFFSET_VALID, absent).astype(np.uint8)
+    if img.differencing:
+        return _differencing_extents(img, bs, alloc, host, status)
+    return Extents.from_units(bs, status, host, m.virtual_size)
+
+
+def _differencing_extents(img: Any, bs: int, alloc: np.ndarray, host: np.ndarray, status: np.ndarray) -> Extents:
+    """Per-sector status of a differencing disk: a clear bitmap bit reads the parent."""
+    m = img.meta
+    spb = bs // L.SECTOR
+    n = len(alloc)
+    enforce("max_guest_clusters", n * spb, "vhd sector bitmaps", m.dyn.table_offset)
+    st = np.repeat(status, spb)
+    off = np.repeat(host, spb) + np.tile(np.arange(spb, dtype=_U) * _U(L.SECTOR), n)
+    for i in np.flatnonzero(alloc).tolist():
+        at = int(host[i]) - m.bitmap_size
+        raw = img.src.read(at, (spb + 7) // 8, f"vhd sector bitmap {i}", zero_fill=True)
+        bits = np.unpackbits(np.frombuffer(raw, np.uint8))[:spb].astype(bool)  # MSB first
+        st[i * spb:(i + 1) * spb][~bits] = 0
+    off[st == 0] = 0
+    return Extents.from_units(L.SECTOR, st, off, m.virtual_size)
+
+
+def reference_rows(img: Any) -> RefRows:
+    """Every byte range the file references: footers, dynamic header, BAT, bitmaps, blocks."""
+    m = img.meta
+    parts: list[tuple] = []
+
+    def one(off: int, length: int, role: str) -> None:
+        parts.append(([off], [length], [ROLE_BIT[role]], [GLOBAL], [1]))
+
+    if m.dynamic:
+        one(0, L.FOOTER_SIZE, "header")
+        one(m.footer.data_offset, L.DYN_HEADER_SIZE, "header")
+        one(m.dyn.table_offset, m.bat_bytes, "l1")
+        for loc in m.dyn.parent_locators:
+            if loc.platform_code != b"\0\0\0\0" and loc.platform_data_length:
+                one(loc.platform_data_offset, loc.platform_data_length, "header")
+        _, alloc, host = block_table(img)
+        h = host[alloc]
+        k = len(h)
+        parts.append((h - _U(m.bitmap_size), np.full(k, m.bitmap_size, _U), np.full(k, ROLE_BIT["bitmap_data"]),
+                      np.zeros(k), np.ones(k)))
+        parts.append((h, np.full(k, m.block_size, _U), np.full(k, ROLE_BIT["data"]), np.zeros(k), np.ones(k)))
+    else:
+        parts.append(([0], [m.virtual_size], [ROLE_BIT["data"]], [0], [1]))
+    if img.src.size >= L.FOOTER_SIZE:
+        one(img.src.size - L.FOOTER_SIZE, L.FOOTER_SIZE, "header")
+    cols = list(zip(*parts))
+    return RefRows(*(np.concatenate([np.asarray(c, dt).reshape(-1) for c in col])
+                     for col, dt in zip(cols, (_U, _U, np.uint8, np.int32, np.uint32))))
