@@ -9,7 +9,7 @@ PIP    := $(PY) -m pip
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export DEBIAN_FRONTEND := noninteractive
 
-.PHONY: demo test sysdeps venv install install-dev sample bench fuzz clean
+.PHONY: demo test sysdeps venv install install-dev sample bench fuzz fuzz-deps asan-test clean
 
 sysdeps:
 	@if ! command -v qemu-img >/dev/null || ! command -v qemu-io >/dev/null || ! command -v dot >/dev/null \
@@ -41,6 +41,27 @@ sample: install
 
 bench: install-dev
 	$(PY) benchmarks/run.py
+
+# ---- hostile input (docs/security.md): fuzzers and a sanitizer build -------------------
+FUZZ_SECONDS ?= 60
+
+fuzz-deps: install-dev
+	@if ! command -v clang >/dev/null || ! ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer*-x86_64.a \
+	    >/dev/null 2>&1; then \
+	  echo "installing Debian packages: clang libclang-rt-dev"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq clang >/dev/null && \
+	  v=$$(clang --version | sed -n 's/.*clang version \([0-9]*\).*/\1/p' | head -1) && \
+	  $(SUDO) apt-get install -y -qq libclang-rt-$$v-dev >/dev/null; \
+	fi
+	@$(PY) -c "import atheris" 2>/dev/null || CC=clang CXX=clang++ $(PIP) install -q -e '.[notebook,dev,fuzz]'
+
+# every native and Python harness for FUZZ_SECONDS each; prints exec counts
+fuzz: fuzz-deps
+	$(PY) fuzz/run.py --seconds $(FUZZ_SECONDS)
+
+# the whole test suite against an extension built with AddressSanitizer + UBSan
+asan-test: install-dev
+	$(PY) fuzz/asan.py pytest -q tests
 
 clean:
 	rm -rf build *.egg-info imgscope/_native*.so imgscope/_native.c

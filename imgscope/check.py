@@ -73,7 +73,7 @@ class CheckResult:
             df.insert(3, "counter", p.counter)
             frames.append(df)
         if not frames:
-            df = pd.DataFrame({c: [] for c in FINDING_COLUMNS})
+            df = pd.DataFrame({c: pd.Series([], dtype=object) for c in FINDING_COLUMNS})
         else:
             df = pd.concat(frames, ignore_index=True)
             df["message"] = [_message(r) for r in df.itertuples(index=False)]
@@ -84,7 +84,7 @@ class CheckResult:
             df[c] = pd.arrays.IntegerArray(np.array([v or 0 for v in vals], np.uint64),
                                            np.array([v is None for v in vals], bool))
         df["count"] = pd.array([1 if v is None or v != v else int(v) for v in df["count"]], dtype="Int64")
-        for c in ("layer", "structure", "expected", "found"):
+        for c in ("layer", "structure", "expected", "found", "message"):
             df[c] = df[c].map(lambda v: None if v is None else str(v)).astype("string")
         return df[list(FINDING_COLUMNS)]
 

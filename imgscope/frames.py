@@ -75,7 +75,7 @@ def mapping_frame(img: Any, layer: str | int = "active", merge: bool = False) ->
         "guest_offset": np.arange(n, dtype=np.uint64) * np.uint64(cs),
         "kind": kind,
         "host_offset": gm.host,
-        "host_length": gm.length,
+        "host_length": gm.length.astype(np.uint64, copy=False),  # documented uint64 (maps may store uint32)
         "copied": (gm.flags & native.F_COPIED).astype(bool),
         "flags": gm.flags,
     }
@@ -89,7 +89,8 @@ def mapping_frame(img: Any, layer: str | int = "active", merge: bool = False) ->
 
 def _merged(img: Any, gm: Any) -> pd.DataFrame:
     from .formats.qcow2.status import unit_status  # the only layered format with per-unit status so far
-    unit, status, offset = unit_status(gm, bool(getattr(img, "meta", None) and img.meta.header.crypt_method))
+    header = getattr(getattr(img, "meta", None), "header", None)  # formats without crypt_method: not encrypted
+    unit, status, offset = unit_status(gm, bool(getattr(header, "crypt_method", 0)))
     top = Extents.from_units(unit, status, offset, gm.virtual_size)
     chain = img.chain()
     start, length, depth, st, off = resolve([top] + [i.extents() for i in chain[1:]])

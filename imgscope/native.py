@@ -310,6 +310,8 @@ def unit_runs(kind: np.ndarray, host: np.ndarray, alloc: np.ndarray | None, zero
     host = np.ascontiguousarray(host, dtype=np.uint64)
     n = len(kind)
     ext = subclusters > 1
+    if ext and (alloc is None or zero is None):
+        raise FormatError("block status", None, _ERRORS[-2])
     if ext:
         alloc = np.ascontiguousarray(alloc, dtype=np.uint32)
         zero = np.ascontiguousarray(zero, dtype=np.uint32)

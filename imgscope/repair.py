@@ -81,7 +81,10 @@ class Plan:
                           "structure": "string", "reason": "string"})
 
     def loss_frame(self) -> Any:
-        """Guest ranges a data-loss fix makes read as zeros/backing: layer, guest_offset, length, host_offset, reason."""
+        """Guest ranges a data-loss fix makes read as zeros or from the backing file.
+
+        Columns: layer, guest_offset, length, host_offset, reason.
+        """
         import pandas as pd
         return pd.DataFrame(self.losses, columns=["layer", "guest_offset", "length", "host_offset", "reason"])
 

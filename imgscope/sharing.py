@@ -27,6 +27,8 @@ from .errors import ImgscopeError
 from .model import COMPRESSED, DATA, UNALLOCATED, ZERO, ZERO_ALLOC
 
 DEFAULT_UNIT = 65536
+#: most layers one analysis takes (the layer × layer matrices grow with the square)
+MAX_LAYERS = 4096
 
 
 @dataclass
@@ -122,6 +124,9 @@ def sharing(obj: Any, chain: bool = True, progress: bool = False) -> Sharing:
     files, below = _collect(images, chain)
     unit = _unit(files)
     info = _layer_info(files, below)
+    if len(info) > MAX_LAYERS:
+        raise ImgscopeError(f"{len(info)} layers: sharing analyses at most MAX_LAYERS={MAX_LAYERS} "
+                            "(pass fewer images, or raise imgscope.sharing.MAX_LAYERS)")
     cache: dict[tuple[int, str], View] = {}
     views: list[View | None] = []
     notes: list[str] = []
@@ -210,13 +215,16 @@ def layer_map(img: Any, layer: str, unit: int) -> tuple[np.ndarray, np.ndarray, 
     try:
         gm = img.guest_map(layer)
     except NotImplementedError:
+        gm = None
+    if gm is None or gm.cluster_size % unit:   # no map, or clusters the unit does not divide
         return (*_extents_map(img.extents(), unit), np.zeros(0, np.uint64))
     r = gm.cluster_size // unit
-    kind = np.repeat(gm.kind, r)
-    sub = np.tile(np.arange(r, dtype=np.uint64) * np.uint64(unit), len(gm.kind))
+    n = min(len(gm.kind) * r, -(-gm.virtual_size // unit))
+    kind = np.repeat(gm.kind, r)[:n]
+    sub = np.tile(np.arange(r, dtype=np.uint64) * np.uint64(unit), len(gm.kind))[:n]
     normal = (kind == DATA) | (kind == ZERO_ALLOC)
-    host = np.repeat(gm.host, r) + np.where(normal, sub, np.uint64(0))
-    length = np.where(normal, np.uint64(unit), np.repeat(gm.length, r))
+    host = np.repeat(gm.host, r)[:n] + np.where(normal, sub, np.uint64(0))
+    length = np.where(normal, np.uint64(unit), np.repeat(gm.length, r)[:n])
     t = getattr(gm, "table", None)
     t = np.unique(np.asarray(t if t is not None else [], np.uint64))
     return kind, host, length, t[t != 0]
@@ -271,7 +279,7 @@ def _units(v: View) -> np.ndarray:
     """Distinct (file, host unit) pairs a view uses, packed as file << 48 | unit."""
     sel = v.src >= 0
     src, first, last = v.src[sel].astype(np.int64), v.first[sel], v.last[sel]
-    span = np.maximum(last - first, 0) + 1
+    span = np.minimum(np.maximum(last - first, 0), 64) + 1   # compressed spans are 1-2 units; cap hostile ones
     units = np.repeat(first, span) + (np.arange(int(span.sum())) - np.repeat(np.cumsum(span) - span, span))
     units = np.minimum(units, (1 << 48) - 1)
     return np.unique((np.repeat(src, span) << 48) | units)
@@ -297,7 +305,8 @@ def _patterns(used: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarra
         mask[inv[pos:pos + len(u)], layer // 64] |= np.uint64(1 << (layer % 64))
         pos += len(u)
     pats, pinv, counts = np.unique(mask, axis=0, return_inverse=True, return_counts=True)
-    bits = np.unpackbits(pats.view(np.uint8).reshape(len(pats), -1), axis=1, bitorder="little")[:, :nl].astype(bool)
+    bytes_ = pats.view(np.uint8).reshape(len(pats), words * 8)
+    bits = np.unpackbits(bytes_, axis=1, bitorder="little")[:, :nl].astype(bool)
     return uniq, pinv.reshape(-1), bits, counts
 
 

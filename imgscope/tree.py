@@ -56,11 +56,16 @@ class SnapshotTree:
     def to_text(self) -> str:
         """An indented text tree (the fallback when graphviz is missing)."""
         lines: list[str] = []
+        rows = self.nodes.set_index("node", drop=False)
+        kids_of: dict[str, list[str]] = {}
+        for node, parent in zip(self.nodes["node"], self.nodes["parent"]):
+            if not pd.isna(parent):
+                kids_of.setdefault(parent, []).append(node)
         stack = [(r, "", True, True) for r in reversed(self.roots())]
         while stack:
             node, prefix, last, root = stack.pop()
-            lines.append(prefix + ("" if root else ("└── " if last else "├── ")) + _text_label(self.row(node)))
-            kids = self.children(node)
+            lines.append(prefix + ("" if root else ("└── " if last else "├── ")) + _text_label(rows.loc[node]))
+            kids = kids_of.get(node, [])
             child_prefix = prefix + ("" if root else ("    " if last else "│   "))
             stack.extend((k, child_prefix, i == 0, False) for i, k in enumerate(reversed(kids)))
         return "\n".join(lines + [f"note: {n}" for n in self.notes])
@@ -128,7 +133,7 @@ class SnapshotTree:
 
 def _text_label(r: pd.Series) -> str:
     from .report.summary import human_size
-    parts = [f"{r['name']} [{r.name if isinstance(r.name, str) else r['layer']}]"]
+    parts = [f"{r['name']} [{r['node']}]"]
     if r["live"]:
         parts[0] = "● " + parts[0] + " (live)"
     if not pd.isna(r["date"]):
@@ -260,7 +265,7 @@ def _choose(sh: Any, m: np.ndarray, child: int, cands: list[int], base: int | No
     order = {c: k for k, c in enumerate(cands)}
     if max(shared.values()) == 0:
         best = cands[-1]
-        return best, "inferred", round(1 / len(cands), 3), \
+        return best, "inferred", round(1 / (len(cands) + 1), 3), \
             f"shares nothing with any earlier snapshot: assumed linear history{note}"
     ranked = sorted(cands, key=lambda c: (-shared[c], dist[c], -order[c]))
     best = ranked[0]

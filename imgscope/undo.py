@@ -153,8 +153,9 @@ def restore(fd: int, log: UndoLog, force: bool = False) -> int:
     if not force:
         for i, r in enumerate(log.records):
             cur = os.pread(fd, r.length, r.offset) if r.offset < size else b""
-            # original bytes (past the original end, anything: it is cut off), own write, or final state
-            ok = cur[:len(r.saved)] == r.saved or _digest(cur) in (r.after, r.final)
+            # original bytes (past the original end: nothing or zeros), its own write, or the final state
+            untouched = cur[:len(r.saved)] == r.saved and not cur[len(r.saved):].strip(b"\0")
+            ok = untouched or _digest(cur) in (r.after, r.final)
             if not ok:
                 raise RepairError(f"undo record {i} (offset {r.offset:#x}): the image changed after the repair; "
                                   "use --force to restore anyway")

@@ -1,0 +1,1 @@
+"""Reports over the model: leaks, fragmentation, plots and the standalone HTML report."""

@@ -166,5 +166,6 @@ def _sharing(rep: Report) -> str:
     cols = ["layer", "kind", "name", "clusters", "exclusive_bytes", "shared_bytes", "freed_bytes", "shared_with"]
     body = sh.layers[cols].to_html(index=False) + _img(sharing_heatmap(sh.matrix), "sharing matrix")
     if rep.tree_text:
-        body += "<p>Inferred snapshot tree (p = confidence of the edge):</p><pre>" + html.escape(rep.tree_text) + "</pre>"
+        body += ("<p>Inferred snapshot tree (p = confidence of the edge):</p><pre>" + html.escape(rep.tree_text)
+                 + "</pre>")
     return "<h2>Snapshots and sharing</h2>" + body

@@ -31,6 +31,7 @@ import pandas as pd
 
 #: leaked clusters whose content is read for classification (the rest: "not sampled")
 MAX_SAMPLED = 4096
+MAX_SAMPLED_BYTES = 64 << 20
 _RESERVED = 0x3F000000000001FE
 _OFFSET = 0x00FFFFFFFFFFFE00
 _COMPRESSED = 1 << 62
@@ -146,26 +147,24 @@ def classify(img: Any, idx: np.ndarray, tail: np.ndarray, cl: pd.DataFrame) -> n
     """Class code (index into CLASSES) of each leaked cluster ``idx`` (sorted or not)."""
     cs = img.cluster_size
     out = np.where(tail, CLASSES.index("aborted allocation at the tail"), CLASSES.index("orphaned data"))
-    sample = np.arange(len(idx)) < MAX_SAMPLED
+    sample = np.arange(len(idx)) < min(MAX_SAMPLED, max(1, MAX_SAMPLED_BYTES // cs))
     out[~sample] = CLASSES.index("not sampled")
     if img.format != "qcow2" or not sample.any():
         return out
     ent = _read_entries(img, idx[sample], cs)
-    table, targets = _table_like(ent, cs, img.src.size)
+    table, owner, target = _table_like(ent, cs, img.src.size)
     refblock = ~table & _refblock_like(ent, getattr(img.meta, "refcount_order", 4), cs)
     zero = ~ent.any(axis=1)
-    roles = cl["role"].astype(str).to_numpy()
-    leaked_tables = set(idx[sample][table].tolist())
-    l1 = np.zeros(len(ent), bool)
-    for k in np.flatnonzero(table):
-        t = targets[k]
-        hits = sum(1 for c in t.tolist() if (c < len(roles) and roles[c] == "l2") or c in leaked_tables)
-        l1[k] = hits * 2 > len(t)
-    data_targets = set(np.concatenate([targets[k] for k in np.flatnonzero(table & ~l1)] or
-                                      [np.zeros(0, np.int64)]).tolist())
+    is_l2 = (cl["role"] == "l2").to_numpy()
+    in_table = table[owner]
+    owner, target = owner[in_table], target[in_table]
+    hit = np.isin(target, idx[sample][table]) | (is_l2[np.minimum(target, len(is_l2) - 1)] & (target < len(is_l2)))
+    hits = np.bincount(owner, weights=hit, minlength=len(ent))
+    l1 = table & (hits * 2 > np.bincount(owner, minlength=len(ent)))
+    data_targets = target[~l1[owner]]
     sub = out[sample]
     sub[zero] = CLASSES.index("zero-filled allocation")
-    sub[np.isin(idx[sample], list(data_targets)) & ~table & ~refblock] = CLASSES.index("data of a deleted snapshot")
+    sub[np.isin(idx[sample], data_targets) & ~table & ~refblock] = CLASSES.index("data of a deleted snapshot")
     sub[refblock] = CLASSES.index("former refcount block")
     sub[table & ~l1] = CLASSES.index("former L2 table")
     sub[table & l1] = CLASSES.index("former L1 table")
@@ -182,8 +181,9 @@ def _read_entries(img: Any, idx: np.ndarray, cs: int) -> np.ndarray:
     return rows
 
 
-def _table_like(ent: np.ndarray, cs: int, file_size: int) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Per cluster: does every non-zero entry look like a qcow2 L1/L2 entry?  And the clusters they name."""
+def _table_like(ent: np.ndarray, cs: int, file_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per cluster: does every non-zero entry look like a qcow2 L1/L2 entry?  And (row, cluster) pairs of
+    the clusters the plausible standard entries name."""
     nz = ent != 0
     comp = (ent & np.uint64(_COMPRESSED)) != 0
     off = ent & np.uint64(_OFFSET)
@@ -193,8 +193,8 @@ def _table_like(ent: np.ndarray, cs: int, file_size: int) -> tuple[np.ndarray, l
     comp_ok = (ent & np.uint64((1 << (70 - cb)) - 1)) < np.uint64(file_size)  # compressed: offset in low 70-cb bits
     ok = np.where(comp, comp_ok, std_ok) & nz
     table = nz.any(axis=1) & (ok.sum(axis=1) == nz.sum(axis=1))
-    targets = [(off[k][ok[k] & ~comp[k] & (off[k] != 0)] // np.uint64(cs)).astype(np.int64) for k in range(len(ent))]
-    return table, targets
+    row, col = np.nonzero(ok & ~comp & (off != 0))
+    return table, row, (off[row, col] // np.uint64(cs)).astype(np.int64)
 
 
 def _refblock_like(ent: np.ndarray, order: int, cs: int) -> np.ndarray:

@@ -64,7 +64,8 @@ class SharingMap(w.VBox):
         labels = self.sharing.labels
         cs = image.cluster_size or self.sharing.unit
         n = max(1, len(self.clusters))
-        self.layers = w.SelectMultiple(options=labels, value=tuple(labels), description="layers", rows=min(8, len(labels)))
+        self.layers = w.SelectMultiple(options=labels, value=tuple(labels), description="layers",
+                                       rows=min(8, len(labels)))
         self.color = w.Dropdown(options=["role", "refcount", "owner"], value="role", description="colour by")
         self.guest = w.Dropdown(options=labels, value=labels[0], description="guest of")
         self.zoom = w.IntRangeSlider(value=(0, n), min=0, max=n, description="clusters", continuous_update=False)

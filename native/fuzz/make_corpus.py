@@ -31,7 +31,7 @@ def seeds_for(path: Path) -> dict[str, list[bytes]]:
 
     import imgscope
     from imgscope.formats.qcow2 import layout as L
-    out: dict[str, list[bytes]] = {h: [] for h in ("be64", "l2", "refblock", "add_refs", "run_starts")}
+    out: dict[str, list[bytes]] = {h: [] for h in ("be64", "l2", "refblock", "add_refs", "run_starts", "unit_runs")}
     data = path.read_bytes()
     with imgscope.open(path) as img:
         m, h = img.meta, img.meta.header
@@ -62,6 +62,13 @@ def seeds_for(path: Path) -> dict[str, list[bytes]]:
         recs = b"".join(struct.pack(">BQQ", int(c), int(o), int(n))
                         for c, o, n in zip(code[:200], ext.offset[:200], ext.length[:200]))
         out["run_starts"].append(_u16(len(code)) + recs)
+        gm = img.guest_map("active")
+        sub = 32 if gm.subclusters > 1 else 1
+        alloc = gm.alloc if gm.alloc is not None else np.zeros(len(gm.kind), np.uint32)
+        zero = gm.zero if gm.zero is not None else np.zeros(len(gm.kind), np.uint32)
+        recs = b"".join(struct.pack(">BQII", int(k), int(hh), int(a), int(z))
+                        for k, hh, a, z in zip(gm.kind[:200], gm.host[:200], alloc[:200], zero[:200]))
+        out["unit_runs"].append(bytes([int(sub == 32), cb, 0, 1]) + _u16(min(len(gm.kind), 200) * sub) + recs)
     return out
 
 

@@ -152,3 +152,9 @@ def l1_entry(path: Path, index: int) -> tuple[int, int]:
 
 def poke(path: Path, offset: int, value: int) -> None:
     _pwrite(path, offset, value.to_bytes(8, "big"))
+
+
+def reftable_entry(path: Path, index: int = 0) -> tuple[int, int]:
+    """(file offset of refcount table entry ``index``, its raw value)."""
+    where = header(path).refcount_table_offset + 8 * index
+    return where, int.from_bytes(Path(path).read_bytes()[where:where + 8], "big")

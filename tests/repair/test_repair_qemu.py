@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 from conftest import require_qemu
-from repair_helpers import (add_refcount, copy, crash, create, dirty, guest, l1_entry, l2_entry, poke, qemu_check,
-                            qemu_io, set_incompatible, snapshot, without_name)
+from repair_helpers import (add_refcount, copy, create, dirty, guest, l1_entry, l2_entry, poke, qemu_check,
+                            qemu_io, reftable_entry, set_incompatible, snapshot, without_name)
 
 from imgscope.formats.qcow2 import layout as L
 from imgscope.repair import run_repair
@@ -103,6 +103,40 @@ def _leak_and_low(p: Path) -> Path:
     return p
 
 
+def _refblock_outside(p: Path) -> Path:
+    _plain(p)
+    poke(p, reftable_entry(p)[0], 1 << 30)  # qemu grows the file to 1 GiB to reach it; imgscope rebuilds
+    return p
+
+
+def _l2_past_eof(p: Path) -> Path:
+    _plain(p)
+    where, e = l1_entry(p, 0)
+    poke(p, where, (e & ~L.L1E_OFFSET_MASK) | (16 << 20))
+    return p
+
+
+def _data_past_eof(p: Path) -> Path:
+    _plain(p)
+    where, e = l2_entry(p, 2 << 20)
+    poke(p, where, (e & ~L.L2E_OFFSET_MASK) | (16 << 20))
+    return p
+
+
+def _reftable_reserved(p: Path) -> Path:
+    _plain(p)
+    where, e = reftable_entry(p)
+    poke(p, where, e | 1)
+    return p
+
+
+def _refblock_unaligned(p: Path) -> Path:
+    _plain(p)
+    where, e = reftable_entry(p)
+    poke(p, where, e + 0x200)
+    return p
+
+
 EXPECTED: dict[Path, dict[str, str]] = {}  # guest content of images qemu cannot read once damaged
 
 CASES = {
@@ -110,7 +144,7 @@ CASES = {
     "dirty-snapshot": lambda p: dirty(p, snap=True),
     "dirty-compressed": lambda p: dirty(p, compressed=True),
     "dirty-extended-l2": lambda p: dirty(p, "extended_l2=on", snap=True),
-    "dirty-v2-style-refcount1": lambda p: dirty(p, "refcount_bits=1"),
+    "dirty-refcount1": lambda p: dirty(p, "refcount_bits=1"),
     **{f"dirty-refcount{b}": (lambda b: lambda p: dirty(p, f"refcount_bits={b}", snap=True))(b) for b in (2, 4, 8, 32,
                                                                                                            64)},
     "leaky": _leaky,
@@ -119,6 +153,9 @@ CASES = {
     "refcount-zero": _zero,
     "corrupt-bit": _corrupt_bit,
     "prealloc-unaligned": _prealloc_unaligned,
+    "refblock-outside": _refblock_outside,
+    "l2-past-eof": _l2_past_eof,
+    "data-past-eof": _data_past_eof,
     "snapshot-clean": _with_snapshot,
 }
 #: damage qemu-img leaves in place and imgscope fixes (safe fixes beyond qemu)
@@ -131,10 +168,11 @@ def _pair(tmp_path: Path, build) -> tuple[Path, Path, dict[str, str]]:  # noqa: 
     return ours, theirs, EXPECTED.pop(ours, None) or guest(ours, tmp_path)
 
 
-def _after(path: Path, tmp_path: Path, content: dict[str, str]) -> None:
+def _after(path: Path, tmp_path: Path, content: dict[str, str], rc_expected: int = 0) -> None:
     rc, report = qemu_check(path)
-    assert rc == 0, report
-    assert guest(path, tmp_path) == content
+    assert rc == rc_expected, report
+    if rc == 0:
+        assert guest(path, tmp_path) == content
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -143,7 +181,7 @@ def test_repair_all_matches_qemu(tmp_path: Path, case: str) -> None:
     res = run_repair(str(ours), "all")
     rc_q, j_q = qemu_check(theirs, "all")
     assert (res.exit_code(), without_name(res.qemu_json())) == (rc_q, without_name(j_q))
-    _after(ours, tmp_path, content)
+    _after(ours, tmp_path, content, rc_q)
     if case.startswith("dirty"):
         assert not (L.Header.parse(ours.read_bytes()[:112]).incompatible_features & L.INCOMPAT_DIRTY)
 
@@ -157,6 +195,17 @@ def test_repair_beyond_qemu(tmp_path: Path, case: str) -> None:
     assert rc_q == 2 and left > 0
     j_q["corruptions-fixed"] = j_q.get("corruptions-fixed", 0) + left
     assert (res.exit_code(), without_name(res.qemu_json())) == (0, without_name(j_q))
+    _after(ours, tmp_path, content)
+
+
+@pytest.mark.parametrize("case", ["reftable-reserved", "refblock-unaligned"])
+def test_repair_where_qemu_fails(tmp_path: Path, case: str) -> None:
+    """qemu's rebuild trips over the old refcount block here and marks the image corrupt (QEMU_CHECK.md c8)."""
+    build = {"reftable-reserved": _reftable_reserved, "refblock-unaligned": _refblock_unaligned}[case]
+    ours, theirs, content = _pair(tmp_path, build)
+    assert qemu_check(theirs, "all")[0] == 1
+    res = run_repair(str(ours), "all")
+    assert res.exit_code() == 0 and res.corruptions_fixed >= 1
     _after(ours, tmp_path, content)
 
 
@@ -215,4 +264,11 @@ def test_data_loss_needs_permission(tmp_path: Path) -> None:
                                 "host_offset": (e & L.L2E_OFFSET_MASK) + 0x200,
                                 "reason": "data cluster not cluster aligned"}]
     assert qemu_check(p)[0] == 0
-    crash(p)  # the image still opens read-write in qemu
+
+
+def test_dropped_l2_table_lists_guest_ranges(tmp_path: Path) -> None:
+    p = _l2_past_eof(tmp_path / "l2.qcow2")
+    res = run_repair(str(p), "all", allow_data_loss=True)
+    assert res.exit_code() == 0 and qemu_check(p)[0] == 0
+    assert [(x["layer"], x["guest_offset"], x["length"]) for x in res.plan.losses] == [("active", 0, 4 << 20)]
+    assert set(res.plan.loss_frame().columns) == {"layer", "guest_offset", "length", "host_offset", "reason"}

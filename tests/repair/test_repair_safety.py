@@ -168,3 +168,33 @@ def test_forced_rebuild_counts_like_qemu(tmp_path: Path, backend: str) -> None:
     assert ours.pop("image-end-offset") >= j_q.pop("image-end-offset")
     assert (res.exit_code(), ours) == (rc_q, without_name(j_q))
     assert qemu_check(img)[0] == 0 and guest(img, tmp_path) == content
+
+
+def test_undo_refuses_changed_image(tmp_path: Path) -> None:
+    img = dirty(tmp_path / "d.qcow2")
+    before, size = sha256(img), img.stat().st_size
+    undo = tmp_path / "u.undo"
+    run_repair(str(img), "all", undo_file=str(undo))
+    qemu_io(img, "write -P 0x42 3M 64k")  # the image is used after the repair: a new cluster is counted
+    proc = imgscope_cli("undo", undo)
+    assert proc.returncode == 1 and "changed after the repair" in proc.stderr
+    assert sha256(img) != before
+    assert imgscope_cli("undo", "--force", undo).returncode == 0  # restores the logged ranges and the length only
+    assert img.stat().st_size == size
+
+
+def test_undo_log_damage_is_reported(tmp_path: Path) -> None:
+    img = dirty(tmp_path / "d.qcow2")
+    undo = tmp_path / "u.undo"
+    run_repair(str(img), "all", undo_file=str(undo))
+    after = sha256(img)
+    data = bytearray(undo.read_bytes())
+    undo.write_bytes(bytes(data[:-8]))  # no trailer: the log was never completed, nothing to undo
+    proc = imgscope_cli("undo", undo)
+    assert proc.returncode == 0 and "unchanged" in proc.stdout and sha256(img) == after
+    data[200] ^= 0xFF  # inside the first record
+    undo.write_bytes(bytes(data))
+    proc = imgscope_cli("undo", undo)
+    assert proc.returncode == 1 and "undo log" in proc.stderr and sha256(img) == after
+    undo.write_bytes(b"not an undo log")
+    assert imgscope_cli("undo", undo).returncode == 1

@@ -346,7 +346,20 @@ def _refblock_unaligned(img: Qcow2Copy) -> str:
     return "Q2-RT-002"
 
 
+def _refcounts_scrambled(img: Qcow2Copy) -> str:
+    """Every counter of the first refcount block becomes (cluster index mod 4): too low, zero and leaked."""
+    h = img.header()
+    off = img.reftable()[0] & L.REFT_OFFSET_MASK
+    n = img.cluster_size * 8 >> h.refcount_order
+    values = native.refblock_decode(img.read(off, img.cluster_size), h.refcount_order, n)
+    ncl = -(-img.size // img.cluster_size)
+    values[:ncl] = [i % 4 for i in range(ncl)]
+    img.write(off, native.refblock_encode(values, h.refcount_order, img.cluster_size))
+    return "Q2-RC-002"
+
+
 TABLE_DAMAGES: dict[str, Callable[[Qcow2Copy], str]] = {
+    "refcounts_scrambled": _refcounts_scrambled,
     "l2_offset_unaligned": _l2_unaligned,
     "l2_entry_reserved_bits": _l2_reserved_bits,
     "refblock_unaligned": _refblock_unaligned,

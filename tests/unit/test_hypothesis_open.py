@@ -8,12 +8,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import construct as cs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import imgscope
 from imgscope.formats.qcow2 import layout as L
+from imgscope.limits import override
 
 from .damage import KiB, Qcow2Copy, build_base, exercise
 
@@ -25,9 +27,11 @@ FUZZ = settings(max_examples=int(_N or 0) or 100, deadline=None, derandomize=_N 
 FIELD_BITS = {sc.name: 8 * getattr(sc.subcon, "thensubcon", sc.subcon).sizeof() for sc in L.Header.subcons
               if sc.name not in ("magic", "padding")}
 HEADER_FIELDS = sorted(FIELD_BITS)
+#: tighter than the defaults so an example that claims a huge (but allowed) map stays fast
+FUZZ_LIMITS = {"max_guest_clusters": 1 << 18, "max_metadata_bytes": 32 << 20}
 
 
-@pytest.fixture(scope="module", params=["v3-512", "extl2-16k"])
+@pytest.fixture(scope="module", params=["v3-512", "extl2-16k", "v2-4k"])
 def pristine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, dict]:
     """The bytes of a small qemu-made image and the byte ranges of its metadata structures."""
     from conftest import require_qemu
@@ -35,8 +39,10 @@ def pristine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     d = tmp_path_factory.mktemp("fuzz")
     if request.param == "v3-512":
         path = build_base(d, cluster_size=512, size=256 * KiB)
-    else:
+    elif request.param == "extl2-16k":
         path = build_base(d, cluster_size=16 * KiB, size=2048 * KiB, opts="extended_l2=on")
+    else:
+        path = build_base(d, cluster_size=4 * KiB, size=1024 * KiB, opts="compat=0.10", bitmap=False)
     img = Qcow2Copy(path)
     return path.read_bytes(), img.regions()
 
@@ -74,7 +80,10 @@ def mutations(draw: st.DrawFn, size: int, cs: int, regions: dict) -> list[tuple]
 def _apply(img: Qcow2Copy, edits: list[tuple]) -> None:
     for op, where, value in edits:
         if op == "field":
-            hdr = img.header()
+            try:
+                hdr = img.header()
+            except cs.ConstructError:  # an earlier edit broke the magic
+                continue
             if hdr.get(where) is None:
                 continue
             hdr[where] = value & ((1 << FIELD_BITS[where]) - 1)
@@ -96,19 +105,13 @@ def test_mutated_images_fail_cleanly(pristine: tuple[bytes, dict], tmp_path: Pat
     def run(edits: list[tuple]) -> None:
         target.write_bytes(data)  # a fresh copy of the pristine image for every example
         _apply(Qcow2Copy(target), edits)
-        import time
-        t0 = time.time()
         try:
-            exercise(target, "qcow2")
+            with override(**FUZZ_LIMITS):
+                exercise(target, "qcow2")
         except imgscope.FormatError as exc:
             assert isinstance(exc.structure, str) and exc.structure
             assert exc.offset is None or (isinstance(exc.offset, int) and exc.offset >= 0), exc
         except imgscope.ImgscopeError:
             pass
-        finally:
-            dt = time.time() - t0
-            if dt > 0.3:
-                with open("/tmp/qt/slow.txt", "a") as f:
-                    f.write(f"{dt:.2f} {edits} {target.stat().st_size}\n")
 
     run()

@@ -149,6 +149,30 @@ def test_run_starts(data: st.DataObject) -> None:
     np.testing.assert_array_equal(a, b)
 
 
+@SETTINGS
+@given(st.data(), st.sampled_from([1, 32]), st.sampled_from([512, 4096, 1 << 16, 1 << 21]), st.booleans())
+def test_unit_runs(data: st.DataObject, sub: int, cs: int, crypto: bool) -> None:
+    n = data.draw(st.integers(0, 24))
+    kind = np.array(data.draw(st.lists(st.integers(0, 4), min_size=n, max_size=n)), np.uint8)
+    # hosts mostly contiguous so that runs merge, sometimes anywhere
+    host = np.array(data.draw(st.lists(st.one_of(st.integers(0, 8).map(lambda c: c * cs), st.integers(0, U64)),
+                                       min_size=n, max_size=n)), np.uint64)
+    if n and data.draw(st.booleans()):
+        host = np.arange(n, dtype=np.uint64) * np.uint64(cs) + host[0]
+    bitmap = st.one_of(st.integers(0, 0xFFFFFFFF), st.sampled_from([0, 0xFFFFFFFF, 0xFFFF, 0xFFFF0000]))
+    alloc = np.array(data.draw(st.lists(bitmap, min_size=n, max_size=n)), np.uint32) if sub > 1 else None
+    zero = np.array(data.draw(st.lists(bitmap, min_size=n, max_size=n)), np.uint32) if sub > 1 else None
+    a, b = both(native.unit_runs, kind, host, alloc, zero, sub, cs, crypto)
+    for x, y, dt in zip(a, b, (np.int64, np.uint8, np.uint64)):
+        assert x.dtype == y.dtype == dt
+        np.testing.assert_array_equal(x, y)
+    # the runs expand back to the per-unit status of unit_status (the documented meaning)
+    unit, status, _ = native.unit_status(kind, host, alloc, zero, sub, cs, crypto)
+    assert unit == cs // sub
+    lengths = np.diff(np.append(a[0], n * sub))
+    np.testing.assert_array_equal(np.repeat(a[1], lengths), status)
+
+
 # ---------------------------------------------------------------- bad input
 
 @pytest.mark.parametrize("fn, args", [
@@ -175,6 +199,13 @@ def test_run_starts(data: st.DataObject) -> None:
     (native.add_refs, (np.zeros(4, np.int64), np.array([0], np.uint64), np.array([1], np.uint64), 9, 9)),
     (native.add_refs, (np.zeros(4, np.uint32), np.array([2048], np.uint64), np.array([1], np.uint64), 9, 9)),
     (native.run_starts, (np.zeros(2, np.uint8), np.zeros(1, np.uint64), np.zeros(2, np.uint64))),
+    (native.unit_runs, (np.zeros(2, np.uint8), np.zeros(2, np.uint64), None, None, 2, 4096, False)),
+    (native.unit_runs, (np.array([5], np.uint8), np.zeros(1, np.uint64), None, None, 1, 4096, False)),
+    (native.unit_runs, (np.zeros(1, np.uint8), np.zeros(1, np.uint64), None, None, 1, 256, False)),
+    (native.unit_runs, (np.zeros(1, np.uint8), np.zeros(1, np.uint64), None, None, 1, 3 << 12, False)),
+    (native.unit_runs, (np.zeros(2, np.uint8), np.zeros(1, np.uint64), None, None, 1, 4096, False)),
+    (native.unit_runs, (np.zeros(2, np.uint8), np.zeros(2, np.uint64), np.zeros(1, np.uint32),
+                        np.zeros(2, np.uint32), 32, 1 << 16, False)),
 ], ids=lambda v: getattr(v, "__name__", None))
 def test_bad_input_is_format_error(fn: Callable[..., Any], args: tuple) -> None:
     raises_both(fn, *args)
@@ -232,6 +263,12 @@ def test_real_l2_tables(table_images: dict[str, Path], name: str) -> None:
             same_entries(a, b)
             decoded.append(a)
     assert decoded
+    for d in decoded:  # block-status runs of the real entries agree as well
+        sub = 32 if extended else 1
+        runs = both(native.unit_runs, d.kind, d.host, d.alloc if extended else None, d.zero if extended else None,
+                    sub, 1 << cb, False)
+        for x, y in zip(*runs):
+            np.testing.assert_array_equal(x, y)
     kinds = np.concatenate([d.kind for d in decoded])
     assert int((kinds == native.COMPRESSED).sum()) == L2_IMAGES[name][2]
     assert (kinds == native.NORMAL).any()

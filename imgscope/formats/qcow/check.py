@@ -35,7 +35,6 @@ def _touch(ncl: int, cb: int, off: np.ndarray, length: np.ndarray, size: int) ->
 
 def check_image(img: Any) -> CheckResult:
     t = img.tables
-    h = img.h
     cs, cb, size = t.cs, t.cb, img.src.size
     res = CheckResult(img.path, "qcow", supported=False, has_cluster_stats=False, has_end_offset=False)
     res.notes.append("qemu-img has no check for qcow (version 1) images; the findings are imgscope's own.")
@@ -48,16 +47,20 @@ def check_image(img: Any) -> CheckResult:
     l1i, j, raw, table = t.table_entries()
     kind, host, length, flags = classify(raw, cb)
     guest = (l1i.astype(_U) * _U(t.nelems) + j.astype(_U)) * _U(cs)
-    where = np.array([f"L2 table at {o:#x}" for o in table.tolist()], object)
+
+    def where(mask: np.ndarray) -> list[str]:
+        return [f"L2 table at {o:#x}" for o in table[mask].tolist()]
+
     unal = (flags & native.F_UNALIGNED) != 0
     if unal.any():
-        res.add("QCOW1-L2-001", int(unal.sum()), structure=where[unal], host_offset=host[unal], guest_offset=guest[unal])
+        res.add("QCOW1-L2-001", int(unal.sum()), structure=where(unal), host_offset=host[unal],
+                guest_offset=guest[unal])
     alloc = (kind == DATA) | (kind == COMPRESSED)
     end = host + length
     beyond = alloc & ((end > _U(size)) | (end < host))
     if beyond.any():
         over = np.where(host[beyond] >= _U(size), length[beyond], end[beyond] - _U(size))
-        res.add("QCOW1-REF-001", int(beyond.sum()), structure=where[beyond], host_offset=host[beyond],
+        res.add("QCOW1-REF-001", int(beyond.sum()), structure=where(beyond), host_offset=host[beyond],
                 guest_offset=guest[beyond], found=over)
     _sharing(res, t, kind, host, length, size)
     return res

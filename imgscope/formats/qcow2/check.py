@@ -8,6 +8,8 @@ and snapshot) that point at it — qemu walks it once per L1 path.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -15,7 +17,8 @@ import numpy as np
 from ... import native
 from ...check import CheckResult
 from . import layout as L
-from .refs import MAX_SNAPSHOT_L1_ENTRIES
+from .refs import MAX_SNAPSHOT_L1_ENTRIES, l1_paths, slot_weights
+from .tables import CHUNK_ENTRIES
 
 _U = np.uint64
 
@@ -179,7 +182,168 @@ def _state_findings(img: Any, res: CheckResult) -> None:
                         host_offset=s.entry_offset)
 
 
-@@SCAN@@
+#: the order one pass over every table emits the L2 pass's findings in (chunks are merged into it)
+_SCAN_ORDER = (("Q2-L2-001", None), ("Q2-L2-002", None), ("Q2-L2-003", None), ("Q2-L2-004", None),
+               ("Q2-REF-001", "compressed clusters"), ("Q2-REF-002", "compressed clusters"),
+               ("Q2-L2-005", None), ("Q2-L2-008", None), ("Q2-L2-006", None), ("Q2-L2-007", None),
+               ("Q2-REF-001", "data clusters"), ("Q2-REF-002", "data clusters"))
+
+
+class _Sink:
+    """Collects the L2 pass's findings chunk by chunk and emits one batch per kind, in _SCAN_ORDER."""
+
+    def __init__(self) -> None:
+        self.parts: dict[tuple[str, str | None], list[tuple[int, dict[str, Any]]]] = {}
+
+    def add(self, pid: str, n: int = 1, **cols: Any) -> None:
+        if n > 0:
+            key = (pid, cols.get("structure") if pid.startswith("Q2-REF") else None)
+            self.parts.setdefault(key, []).append((n, cols))
+
+    @property
+    def overflowed(self) -> bool:
+        return any(pid == "Q2-REF-002" for pid, _ in self.parts)
+
+    def flush(self, res: CheckResult) -> None:
+        for key in _SCAN_ORDER:
+            parts = self.parts.get(key)
+            if not parts:
+                continue
+            if len(parts) == 1:
+                res.add(key[0], parts[0][0], **parts[0][1])
+                continue
+            cols: dict[str, Any] = {}
+            for k, v in parts[0][1].items():
+                vals = [p[1].get(k) for p in parts]
+                if k == "_counted":
+                    cols[k] = sum(int(x) for x in vals)
+                elif isinstance(v, (np.ndarray, list)):
+                    cols[k] = np.concatenate([np.asarray(x) for x in vals])
+                else:
+                    cols[k] = v
+            res.add(key[0], sum(p[0] for p in parts), **cols)
+
+
+@dataclass
+class _Scan:
+    """What the L2 pass leaves for check_oflag_copied: COPIED mismatches per active table slot."""
+
+    copied: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+
+def _scan_tables(img: Any, res: CheckResult, imrt: _Imrt, slot_weight: np.ndarray, active: Any,
+                 chunk: int | None) -> _Scan | None:
+    """check_refcounts_l2 for every distinct table (weighted by its L1 references), the
+    fragmentation counters and the OFLAG_COPIED comparison of the active tables, in one
+    streamed pass; None when a refcount overflowed in chunked mode (see check_image)."""
+    t = img.tables
+    live = np.flatnonzero(slot_weight)
+    active_n = np.bincount(active.slots[active.slots > 0], minlength=len(slot_weight))
+    ondisk, bad = res_refcounts(img, res)
+    sink, scan, frag = _Sink(), _Scan(), np.zeros(3, np.int64)
+    imrt.res = sink  # type: ignore[assignment]
+    try:
+        for sl, ent in t.table_chunks(t.slot_offsets[live], chunk):
+            slots = live[sl]
+            _chunk_entries(img, sink, imrt, slots, ent, slot_weight)
+            act = active_n[slots]
+            if act.any():
+                frag += _chunk_fragmentation(t, ent, act)
+                _chunk_copied(img, scan, slots, ent, act, ondisk, bad)
+    finally:
+        imrt.res = res
+    if chunk is not None and sink.overflowed:
+        return None
+    sink.flush(res)
+    res.compressed_clusters, res.allocated_clusters, res.fragmented_clusters = (int(x) for x in frag)
+    return scan
+
+
+def _chunk_entries(img: Any, sink: _Sink, imrt: _Imrt, slots: np.ndarray, ent: Any, slot_weight: np.ndarray) -> None:
+    """check_refcounts_l2 over the decoded tables of ``slots``."""
+    m, t = img.meta, img.tables
+    cs = m.cluster_size
+    wt = np.repeat(slot_weight[slots], t.l2e).astype(np.uint32)
+    kind, host, length, flags, alloc, zero = ent
+    comp = kind == native.COMPRESSED
+    std_alloc = (kind == native.NORMAL) | (kind == native.ZERO_ALLOC)
+    entry_off = np.repeat(t.slot_offsets[slots], t.l2e) + (np.tile(np.arange(t.l2e, dtype=_U), len(slots)) *
+                                                             _U(16 if m.extended_l2 else 8))
+
+    def report(pid: str, mask: np.ndarray, **cols: Any) -> None:
+        if mask.any():
+            sink.add(pid, int(mask.sum()), structure="L2 table", count=wt[mask], _counted=int(wt[mask].sum()),
+                     **{k: (v[mask] if isinstance(v, np.ndarray) else v) for k, v in cols.items()})
+
+    resv = ~comp & ((flags & native.F_RESERVED) != 0)
+    if resv.any():
+        report("Q2-L2-001", resv, host_offset=entry_off, found=_hex_at(host, resv))
+    report("Q2-L2-002", comp & ((flags & native.F_COPIED) != 0), host_offset=host)
+    cdata = comp & bool(m.has_data_file)
+    report("Q2-L2-003", cdata, host_offset=host)
+    cbm = comp & ~cdata & ((alloc.astype(np.uint64) | (zero.astype(np.uint64) << _U(32))) != 0) if m.extended_l2 \
+        else np.zeros(len(comp), bool)
+    report("Q2-L2-004", cbm, host_offset=host)
+    cref = comp & ~cdata & ~cbm
+    if cref.any():
+        imrt.inc(host[cref], length[cref], "compressed clusters", wt[cref])
+    if m.extended_l2:
+        report("Q2-L2-005", std_alloc & ((alloc & zero) != 0), host_offset=host)
+        report("Q2-L2-008", (kind == native.UNALLOCATED) & (alloc != 0), host_offset=entry_off)
+    unal = std_alloc & ((flags & native.F_UNALIGNED) != 0)
+    has_data = alloc != 0 if m.extended_l2 else (flags & native.F_ZERO) == 0
+    report("Q2-L2-006", unal & ~has_data, host_offset=host)
+    report("Q2-L2-007", unal & has_data, host_offset=host)
+    if not m.has_data_file and std_alloc.any():
+        imrt.inc(host[std_alloc], np.full(int(std_alloc.sum()), cs, _U), "data clusters", wt[std_alloc])
+
+
+def _hex_at(host: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Raw hex of the masked entries, placed so that ``report`` selecting ``mask`` picks them."""
+    out = np.empty(len(host), object)
+    out[mask] = [f"{x:x}" for x in host[mask].tolist()]
+    return out
+
+
+def _chunk_fragmentation(t: Any, ent: Any, act: np.ndarray) -> np.ndarray:
+    """(compressed, allocated, fragmented) of BlockFragInfo for these tables, times their active L1 entries.
+
+    Contiguity restarts with each L2 table, so every table is counted on its own.
+    """
+    rows = np.flatnonzero(act)
+    k2 = ent.kind.reshape(-1, t.l2e)[rows]
+    comp = (k2 == native.COMPRESSED).sum(axis=1)
+    std = (k2 == native.NORMAL) | (k2 == native.ZERO_ALLOC)
+    r, c = np.nonzero(std)
+    h = ent.host.reshape(-1, t.l2e)[rows][r, c]
+    brk = (r[1:] == r[:-1]) & (h[1:] != h[:-1] + _U(t.cs))
+    nfrag = np.bincount(r[1:][brk], minlength=len(rows))
+    w = act[rows].astype(np.int64)
+    return np.array([(w * comp).sum(), (w * (comp + std.sum(axis=1))).sum(), (w * (comp + nfrag)).sum()], np.int64)
+
+
+def _chunk_copied(img: Any, scan: _Scan, slots: np.ndarray, ent: Any, act: np.ndarray, ondisk: np.ndarray,
+                  bad: np.ndarray | None) -> None:
+    """check_oflag_copied's L2 half for active tables: COPIED must be set exactly when the refcount is 1."""
+    m, t = img.meta, img.tables
+    for row in np.flatnonzero(act).tolist():
+        sl = slice(row * t.l2e, (row + 1) * t.l2e)
+        kind, host, flags = ent.kind[sl], ent.host[sl], ent.flags[sl]
+        std = (kind == native.NORMAL) | (kind == native.ZERO_ALLOC)
+        if not std.any():
+            continue
+        if m.has_data_file:
+            rc2 = np.ones(int(std.sum()), np.int64)
+            ok = np.ones(len(rc2), bool)
+        else:
+            dc = (host[std] >> _U(t.cb)).astype(np.int64)
+            rc2 = _lookup(ondisk, dc)
+            ok = ~_lookup_mask(bad, dc)
+        cp = (flags[std] & native.F_COPIED) != 0
+        mism = ok & ((rc2 == 1) != cp)
+        if mism.any():
+            scan.copied[int(slots[row])] = (np.flatnonzero(std)[mism], host[std][mism], cp[mism].astype(int),
+                                            rc2[mism])
 
 def _bitmaps(img: Any, imrt: _Imrt) -> None:
     m, t = img.meta, img.tables
@@ -225,20 +389,30 @@ def _refblocks(img: Any, res: CheckResult, imrt: _Imrt) -> bool:
     return rebuild
 
 
-def _ondisk_refcounts(img: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """qcow2_get_refcount for clusters [0, n): values and a mask of unreadable ones."""
+def _ondisk_refcounts(img: Any, n: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """qcow2_get_refcount for clusters [0, n): values (narrowest dtype) and a mask of unreadable ones
+    (None when every block is readable)."""
     t = img.tables
     per_block = t.cs * 8 >> img.meta.refcount_order
     rt = t.reftable()
-    vals = t.refcounts(n)
-    bad = np.zeros(n, bool)
+    vals = t.refcounts(n, t.counter_dtype())
+    bad = None
     offs = rt & _U(L.REFT_OFFSET_MASK)
     for i in np.flatnonzero(offs % _U(t.cs)).tolist():
         lo, hi = i * per_block, min(n, (i + 1) * per_block)
         if lo < n:
+            bad = np.zeros(n, bool) if bad is None else bad
             bad[lo:hi] = True
             vals[lo:hi] = 0
     return vals, bad
+
+
+def _ondisk_prefix(img: Any, res: CheckResult, n: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """On-disk refcounts of clusters [0, n), from the ones the check already read when they cover them."""
+    vals, bad = res_refcounts(img, res)
+    if len(vals) >= n:
+        return vals[:n], (bad[:n] if bad is not None and bad[:n].any() else None)
+    return _ondisk_refcounts(img, n)
 
 
 def _oflag_copied(img: Any, res: CheckResult, w: Any, scan: Any) -> None:
@@ -293,8 +467,10 @@ def _lookup(arr: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return out
 
 
-def _lookup_mask(arr: np.ndarray, idx: np.ndarray) -> np.ndarray:
+def _lookup_mask(arr: np.ndarray | None, idx: np.ndarray) -> np.ndarray:
     out = np.zeros(len(idx), bool)
+    if arr is None:
+        return out
     ok = idx < len(arr)
     out[ok] = arr[idx[ok]]
     return out

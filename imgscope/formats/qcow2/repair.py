@@ -36,10 +36,12 @@ from ...repair import Plan, simulate
 from . import layout as L
 from . import rebuild as rb
 from .check import check_image
+from .entries import entry_fixes
 
 _U = np.uint64
 REFCOUNT_IDS = ("Q2-RC-001", "Q2-RC-002", "Q2-RC-003", "Q2-RC-004", "Q2-RT-001", "Q2-RT-002", "Q2-RT-003",
                 "Q2-RT-004")
+REFTABLE_IDS = ("Q2-RT-001", "Q2-RT-002", "Q2-RT-003", "Q2-RT-004")
 COMPARE_IDS = ("Q2-RC-001", "Q2-RC-003")
 COPIED_IDS = ("Q2-CP-001", "Q2-CP-002")
 #: problems that make any refcount repair unsafe: the check skipped a snapshot, so a
@@ -125,7 +127,6 @@ def plan_repair(img: Any, mode: str, allow_data_loss: bool = False, rebuild: boo
                           "would free clusters the snapshot still uses, so nothing is repaired")
     edits = Edits(img)
     if mode == "all":
-        from .entries import entry_fixes
         entry_fixes(img, edits, plan, allow_data_loss)
     patches = edits.patches()
     mid_img = simulate(img, patches) if patches else img
@@ -142,7 +143,8 @@ def plan_repair(img: Any, mode: str, allow_data_loss: bool = False, rebuild: boo
     return plan
 
 
-def _refcounts(img: Any, mid: CheckResult, plan: Plan, mode: str, rebuild: bool) -> tuple[np.ndarray, list, bool]:
+def _refcounts(img: Any, mid: CheckResult, plan: Plan, mode: str,
+               rebuild: bool) -> tuple[np.ndarray, list, bool]:
     """Plan the refcount fix: (refcounts after the repair, their writes, whether refcounts are fixed)."""
     ondisk, computed = mid.ondisk, mid.computed
     if not (counted(mid, *REFCOUNT_IDS) or mid.needs_rebuild):
@@ -155,7 +157,7 @@ def _refcounts(img: Any, mid: CheckResult, plan: Plan, mode: str, rebuild: bool)
             return ondisk.astype(_U), [], False
         new, writes = _in_place(img, mid, leaks_only=True)
         return new, writes, True
-    if not (rebuild or mid.needs_rebuild):
+    if not (rebuild or mid.needs_rebuild or counted(mid, *REFTABLE_IDS)):
         new, writes = _in_place(img, mid, leaks_only=False)
         return new, writes, True
     if counted(mid, "Q2-REF-002"):
@@ -220,7 +222,7 @@ def _copied(img: Any, edits: Edits, refcounts: np.ndarray) -> int:
 
     l1 = edits.table(h.l1_table_offset, h.l1_size, "qcow2 active L1 table")
     l2off = l1.cur & _U(L.L1E_OFFSET_MASK)
-    has = np.flatnonzero((l2off != 0) & (l2off % _U(cs) == 0) & (l2off < _U(img.src.size)))
+    has = np.flatnonzero(l2off != 0)  # as qemu: also tables that are unaligned or past EOF (clearing is safe)
     want = rc((l2off[has] >> _U(cb)).astype(np.int64)) == 1
     for i, w in zip(has.tolist(), want.tolist()):
         e = int(l1.cur[i])
@@ -229,7 +231,8 @@ def _copied(img: Any, edits: Edits, refcounts: np.ndarray) -> int:
                       "set OFLAG_COPIED" if w else "clear OFLAG_COPIED")
             fixes += 1
     step = 2 if m.extended_l2 else 1
-    for off in np.unique(l2off[has]).tolist():
+    tables = l2off[has]
+    for off in np.unique(tables[(tables % _U(cs) == 0) & (tables < _U(img.src.size))]).tolist():
         tb = edits.table(off, t.l2e * step, "qcow2 L2 table")
         raw = tb.cur.astype(">u8").tobytes()
         dec = native.l2_decode(raw, t.l2e, cb, m.extended_l2, m.has_data_file, "qcow2 L2 table", off)
@@ -244,7 +247,8 @@ def _copied(img: Any, edits: Edits, refcounts: np.ndarray) -> int:
     return fixes
 
 
-def _finish(img: Any, plan: Plan, before: CheckResult, mid: CheckResult, copied: int, refcount_fixed: bool) -> None:
+def _finish(img: Any, plan: Plan, before: CheckResult, mid: CheckResult, copied: int,
+            refcount_fixed: bool) -> None:
     """Verify the simulated result, add the header flag clears, set qemu's fixed counters."""
     m = img.meta
     final = check_image(simulate(img, plan.patches()))
@@ -253,15 +257,17 @@ def _finish(img: Any, plan: Plan, before: CheckResult, mid: CheckResult, copied:
     flags = m.incompatible & (L.INCOMPAT_DIRTY | L.INCOMPAT_CORRUPT)
     if m.version >= 3 and flags and not final.corruptions and not final.check_errors:
         new = m.incompatible & ~flags
+        names = [n for b, n in ((L.INCOMPAT_DIRTY, "dirty"), (L.INCOMPAT_CORRUPT, "corrupt")) if flags & b]
         plan.add(HEADER_INCOMPAT_OFFSET, int(new).to_bytes(8, "big"), "qcow2 header.incompatible_features",
-                 "clear the " + " and ".join(n for b, n in ((L.INCOMPAT_DIRTY, "dirty"), (L.INCOMPAT_CORRUPT, "corrupt"))
-                                             if flags & b) + " bit", 5)
+                 f"clear the {' and '.join(names)} bit", 5)
         final = check_image(simulate(img, plan.patches()))
     plan.expected = final
     if plan.mode == "all":
         plan.corruptions_fixed = max(0, _calc(before) - _calc(final)) + copied + \
             (counted(mid, *COMPARE_IDS) if refcount_fixed else 0)
         plan.leaks_fixed = counted(mid, "Q2-RC-002") if refcount_fixed else 0
+        if refcount_fixed:  # qemu grows the file to reach a refblock outside it, counts that as a fix, and
+            plan.corruptions_fixed += counted(mid, "Q2-RT-003")  # then the block's zero refcount as another
     else:
         plan.leaks_fixed = counted(before, "Q2-RC-002") if refcount_fixed else 0
         plan.corruptions_fixed = copied

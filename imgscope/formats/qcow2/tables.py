@@ -118,9 +118,12 @@ class Qcow2Tables:
         return native.l2_decode(buf, n * self.l2e, self.cb, self.meta.extended_l2, self.meta.has_data_file,
                                 structure, int(offsets[0]) if n else None)
 
-    def table_chunks(self, offsets: np.ndarray) -> Iterator[tuple[slice, native.L2Entries]]:
-        """Decode the tables at ``offsets`` a chunk at a time: (slice of ``offsets``, their entries)."""
-        per = max(1, CHUNK_ENTRIES // self.l2e)
+    def table_chunks(self, offsets: np.ndarray, max_entries: int | None = CHUNK_ENTRIES
+                     ) -> Iterator[tuple[slice, native.L2Entries]]:
+        """Decode the tables at ``offsets`` a chunk at a time: (slice of ``offsets``, their entries).
+
+        ``max_entries`` None decodes them all at once."""
+        per = max(1, max_entries // self.l2e if max_entries else len(offsets))
         for a in range(0, len(offsets), per):
             sl = slice(a, min(a + per, len(offsets)))
             yield sl, self.decode_tables(offsets[sl])

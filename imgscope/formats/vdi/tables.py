@@ -74,25 +74,28 @@ def mark_host_holes(ext: Extents, ranges: list[tuple[int, int]], file_size: int)
     starts = np.array([r[0] for r in ranges], np.int64)
     ends = np.array([r[1] for r in ranges], np.int64)
     bounds = np.unique(np.concatenate([starts, ends, [file_size]]))
-    out: list[tuple[int, int, int, int]] = []
-    for s, ln, st, off in zip(ext.start.tolist(), ext.length.tolist(), ext.status.tolist(), ext.offset.tolist()):
-        if st != S_DATA | OFFSET_VALID:
-            out.append((s, ln, st, off))
-            continue
-        cuts = bounds[(bounds > off) & (bounds < off + ln)].tolist()
-        for a, b in zip([off] + cuts, cuts + [off + ln]):
-            i = int(np.searchsorted(starts, a, side="right")) - 1
-            in_data = i >= 0 and a < ends[i]
-            out.append((s + a - off, b - a, st if in_data else st | S_ZERO, a))
-    start, length, status, offset = (np.array(c) for c in zip(*out))
-    unit_st = status.astype(np.uint8)
-    # merge again: neighbours with equal status and contiguous offsets
-    keep = np.ones(len(start), bool)
-    gap = offset[1:].astype(np.int64) != offset[:-1].astype(np.int64) + length[:-1]
-    keep[1:] = (unit_st[1:] != unit_st[:-1]) | (((unit_st[1:] & OFFSET_VALID) != 0) & gap)
+    off = ext.offset.astype(np.int64)
+    split = ext.status == np.uint8(S_DATA | OFFSET_VALID)
+    lo = np.searchsorted(bounds, off, side="right")
+    ncut = np.where(split, np.searchsorted(bounds, off + ext.length, side="left") - lo, 0)
+    # piece k of extent e starts at off[e] (k = 0) or at bounds[lo[e] + k - 1]
+    owner = np.repeat(np.arange(len(off)), ncut + 1)
+    k = np.arange(len(owner)) - np.repeat(np.cumsum(ncut + 1) - (ncut + 1), ncut + 1)
+    piece_off = np.where(k == 0, off[owner], bounds[np.minimum(lo[owner] + k - 1, len(bounds) - 1)])
+    nxt = np.append(piece_off[1:], 0)
+    last = np.append(owner[1:] != owner[:-1], True)
+    piece_end = np.where(last, off[owner] + ext.length[owner], nxt)
+    i = np.searchsorted(starts, piece_off, side="right") - 1
+    in_data = (i >= 0) & (piece_off < ends[np.maximum(i, 0)]) if len(starts) else np.zeros(len(owner), bool)
+    status = ext.status[owner] | np.where(split[owner] & ~in_data, np.uint8(S_ZERO), np.uint8(0)).astype(np.uint8)
+    start = ext.start[owner] + (piece_off - off[owner])
+    length = piece_end - piece_off
+    gap = piece_off[1:] != piece_off[:-1] + length[:-1]
+    keep = np.ones(len(owner), bool)
+    keep[1:] = (status[1:] != status[:-1]) | (((status[1:] & OFFSET_VALID) != 0) & gap)
     idx = np.flatnonzero(keep)
-    return Extents(start[idx].astype(np.int64), np.add.reduceat(length, idx).astype(np.int64), unit_st[idx],
-                   offset[idx].astype(_U), ext.size)
+    return Extents(start[idx].astype(np.int64), np.add.reduceat(length, idx).astype(np.int64), status[idx],
+                   piece_off[idx].astype(_U), ext.size)
 
 
 def reference_rows(img: Any) -> RefRows:

@@ -128,7 +128,8 @@ def reference_rows(img: Any) -> RefRows:
     parts: list[tuple] = []
 
     def one(off: int, length: int, role: str) -> None:
-        parts.append(([off], [length], [ROLE_BIT[role]], [GLOBAL], [1]))
+        # sector fields * 512 may pass 2^64: such a range lies past EOF anyway (clamped, then dropped)
+        parts.append(([min(off, 2**64 - 1)], [min(length, 2**64 - 1)], [ROLE_BIT[role]], [GLOBAL], [1]))
 
     own = [(i, e) for i, e in enumerate(img.extents_list) if e.src is img.src]
     if not own:

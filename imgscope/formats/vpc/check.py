@@ -42,14 +42,14 @@ def _footers(img: Any, res: CheckResult) -> None:
     if tail[:8] != L.COOKIE:
         res.add("VHD-FTR-003", host_offset=max(at, 0), found="no 'conectix' cookie")
         return
+    fields = L.Footer.parse(tail)
+    tsum = L.checksum(tail, L.FOOTER_CHECKSUM_AT)
+    if tsum != fields.checksum:
+        res.add("VHD-FTR-001", host_offset=at, structure="trailing footer", found=f"{fields.checksum:#010x}",
+                expected=f"{tsum:#010x}")
     if tail != m.footer_raw:
-        fields = L.Footer.parse(tail)
         diff = [k for k in m.footer if not k.startswith("_") and m.footer[k] != fields[k]]
         res.add("VHD-FTR-002", host_offset=at, found=", ".join(diff) or "reserved bytes")
-        tsum = L.checksum(tail, L.FOOTER_CHECKSUM_AT)
-        if tsum != fields.checksum:
-            res.add("VHD-FTR-001", host_offset=at, structure="trailing footer", found=f"{fields.checksum:#010x}",
-                    expected=f"{tsum:#010x}")
 
 
 def _blocks(img: Any, res: CheckResult) -> None:

@@ -44,12 +44,12 @@ class VhdMeta:
 
 def read_metadata(src: Source) -> VhdMeta:
     """Parse footer, dynamic header and BAT, with the checks qemu's open performs."""
-    head = src.read(0, min(src.size, L.FOOTER_SIZE), "vhd footer", zero_fill=True)
+    if src.size < L.FOOTER_SIZE:
+        raise FormatError("vhd footer", 0, f"file of {src.size} bytes is shorter than a footer")
+    head = src.read(0, L.FOOTER_SIZE, "vhd footer")
     if head[:8] == L.COOKIE:
         offset, raw, dynamic = 0, head, True
     else:
-        if src.size < L.FOOTER_SIZE:
-            raise FormatError("vhd footer", 0, "file shorter than a footer")
         offset = src.size - L.FOOTER_SIZE
         raw = src.read(offset, L.FOOTER_SIZE, "vhd footer")
         if raw[:8] != L.COOKIE:

@@ -1,0 +1,144 @@
+"""Build and run every fuzz harness for a fixed time; print the exec counts (``make fuzz``).
+
+    .venv/bin/python fuzz/run.py [--seconds 60] [--only native|python] [--format qcow2 ...]
+
+Native harnesses (native/fuzz/fuzz_*.c, one per function of
+native/imgscope_native.h) are compiled with clang ``-fsanitize=fuzzer,address,undefined``
+against the extension's own sources (native/build_ffi.py SOURCES) and run on a
+work corpus seeded from native/fuzz/corpus (make_corpus.py).  The Python
+harness (fuzz/fuzz_images.py) runs once per registered format.  Work corpora,
+binaries and crash files live under build/fuzz/.  Exit status 1 when any
+harness crashed.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+NATIVE = ROOT / "native"
+WORK = ROOT / "build" / "fuzz"
+CFLAGS = ["-g", "-O1", "-fsanitize=fuzzer,address,undefined", "-fno-sanitize-recover=undefined",
+          "-Wall", "-Wextra", "-Werror", "-std=c99"]
+
+
+@dataclass
+class Result:
+    harness: str
+    seconds: int
+    execs: int
+    crashed: bool
+    detail: str = ""
+
+
+def tooling_missing() -> str | None:
+    """Why the fuzzers cannot run here, or None."""
+    if shutil.which("clang") is None:
+        return "clang is not installed (make fuzz installs clang and libclang-rt-*-dev)"
+    if not glob.glob("/usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer*-x86_64.a") and \
+            not glob.glob("/usr/lib/clang/*/lib/*/libclang_rt.fuzzer*.a"):
+        return "the libFuzzer runtime (libclang-rt-*-dev) is not installed"
+    try:
+        import atheris  # noqa: F401
+    except ImportError:
+        return "atheris is not installed (pip install -e '.[fuzz]')"
+    return None
+
+
+def native_harnesses() -> list[str]:
+    return sorted(Path(p).stem.removeprefix("fuzz_") for p in glob.glob(str(NATIVE / "fuzz" / "fuzz_*.c")))
+
+
+def native_sources() -> list[Path]:
+    sys.path.insert(0, str(NATIVE))
+    try:
+        from build_ffi import SOURCES
+    finally:
+        sys.path.remove(str(NATIVE))
+    return [NATIVE / s for s in SOURCES]
+
+
+def build_native(name: str, outdir: Path = WORK / "bin") -> Path:
+    outdir.mkdir(parents=True, exist_ok=True)
+    exe = outdir / f"fuzz_{name}"
+    cmd = ["clang", *CFLAGS, f"-I{NATIVE}", str(NATIVE / "fuzz" / f"fuzz_{name}.c"), *map(str, native_sources()),
+           "-o", str(exe)]
+    subprocess.run(cmd, check=True)
+    return exe
+
+
+def _execs(output: str) -> int:
+    m = re.findall(r"Done (\d+) runs", output) or re.findall(r"#(\d+)\s", output)
+    return int(m[-1]) if m else 0
+
+
+def run_native(name: str, seconds: int) -> Result:
+    exe = build_native(name)
+    corpus = WORK / "corpus" / name
+    corpus.mkdir(parents=True, exist_ok=True)
+    crashes = WORK / "crashes"
+    crashes.mkdir(parents=True, exist_ok=True)
+    seeds = NATIVE / "fuzz" / "corpus" / name
+    cmd = [str(exe), str(corpus), *([str(seeds)] if seeds.is_dir() else []), f"-max_total_time={seconds}",
+           "-max_len=8192", "-rss_limit_mb=1024", f"-artifact_prefix={crashes}/{name}-", "-print_final_stats=1"]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    out = p.stdout + p.stderr
+    return Result(f"native:{name}", seconds, _execs(out), p.returncode != 0,
+                  _crash_summary(out) if p.returncode else "")
+
+
+def run_python(formats: list[str], seconds: int) -> Result:
+    fmt = "+".join(formats)
+    crashes = WORK / "crashes"
+    crashes.mkdir(parents=True, exist_ok=True)
+    corpus = WORK / "corpus" / f"py-{fmt}"
+    corpus.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, str(ROOT / "fuzz" / "fuzz_images.py"), *(a for f in formats for a in ("--format", f)), "--",
+           str(corpus),
+           f"-max_total_time={seconds}", "-rss_limit_mb=3072", "-timeout=60", f"-artifact_prefix={crashes}/py-{fmt}-"]
+    env = dict(os.environ, IMGSCOPE_NATIVE=os.environ.get("IMGSCOPE_NATIVE", "1"))
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=crashes, env=env)
+    out = p.stdout + p.stderr
+    return Result(f"python:{fmt}", seconds, _execs(out), p.returncode != 0,
+                  _crash_summary(out) if p.returncode else "")
+
+
+def _crash_summary(out: str) -> str:
+    keep = [ln for ln in out.splitlines() if re.search(r"Error|error:|SUMMARY|Traceback|==ERROR|File \"", ln)]
+    return "\n".join(keep[-12:])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=int, default=int(os.environ.get("FUZZ_SECONDS", 60)), help="per harness")
+    ap.add_argument("--only", choices=("native", "python"))
+    ap.add_argument("--format", action="append", help="formats for the Python harness (default: all registered)")
+    args = ap.parse_args(argv)
+    why = tooling_missing()
+    if why:
+        print(f"fuzz: {why}", file=sys.stderr)
+        return 2
+    sys.path.insert(0, str(ROOT))
+    from fuzz.seeds import registered_formats
+    results = []
+    if args.only != "python":
+        results += [run_native(h, args.seconds) for h in native_harnesses()]
+    if args.only != "native":
+        results += [run_python([f], args.seconds) for f in (args.format or registered_formats())]
+    print(f"{'harness':<24}{'seconds':>8}{'execs':>12}  result")
+    for r in results:
+        print(f"{r.harness:<24}{r.seconds:>8}{r.execs:>12}  {'CRASH' if r.crashed else 'ok'}")
+        if r.detail:
+            print("    " + r.detail.replace("\n", "\n    "))
+    return 1 if any(r.crashed for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
