@@ -9,7 +9,7 @@ PIP    := $(PY) -m pip
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export DEBIAN_FRONTEND := noninteractive
 
-.PHONY: demo test sysdeps venv install install-dev sample bench fuzz fuzz-deps asan-test clean
+.PHONY: demo test sysdeps browser venv install install-dev sample bench fuzz fuzz-deps asan-test clean
 
 sysdeps:
 	@if ! command -v qemu-img >/dev/null || ! command -v qemu-io >/dev/null || ! command -v dot >/dev/null \
@@ -33,7 +33,12 @@ install-dev: sysdeps venv
 demo: install
 	$(VENV)/bin/imgscope demo
 
-test: install-dev
+# headless Chromium for the visual tests (tests/visual): only `make test` needs it, not `make demo`
+browser:
+	@command -v chromium >/dev/null || { echo "installing Debian package: chromium"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+
+test: install-dev browser
 	IMGSCOPE_FORCE_NATIVE=1 $(PY) -m pytest -q -n 2 tests
 
 sample: install

@@ -65,7 +65,8 @@ def native_sources() -> list[Path]:
     return [NATIVE / s for s in SOURCES]
 
 
-def build_native(name: str, outdir: Path = WORK / "bin") -> Path:
+def build_native(name: str, outdir: Path | None = None) -> Path:
+    outdir = outdir or WORK / "bin"
     outdir.mkdir(parents=True, exist_ok=True)
     exe = outdir / f"fuzz_{name}"
     cmd = ["clang", *CFLAGS, f"-I{NATIVE}", str(NATIVE / "fuzz" / f"fuzz_{name}.c"), *map(str, native_sources()),
@@ -126,12 +127,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fuzz: {why}", file=sys.stderr)
         return 2
     sys.path.insert(0, str(ROOT))
-    from fuzz.seeds import registered_formats
+    from fuzz.seeds import RECIPES, registered_formats
     results = []
     if args.only != "python":
         results += [run_native(h, args.seconds) for h in native_harnesses()]
     if args.only != "native":
-        results += [run_python([f], args.seconds) for f in (args.format or registered_formats())]
+        formats = args.format or [f for f in registered_formats() if f in RECIPES]  # qemu-img can make seeds
+        results += [run_python([f], args.seconds) for f in formats]
     print(f"{'harness':<24}{'seconds':>8}{'execs':>12}  result")
     for r in results:
         print(f"{r.harness:<24}{r.seconds:>8}{r.execs:>12}  {'CRASH' if r.crashed else 'ok'}")

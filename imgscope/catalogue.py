@@ -212,6 +212,24 @@ _P = [
             "cluster at {host_offset:#x} holds {found}"),
     Problem("QCOW1-LEAK-001", "leaked", "warning", None,
             "cluster at {host_offset:#x} is referenced by no table (leaked)"),
+    # FVD (imgscope/formats/fvd/check.py; qemu has no FVD driver)
+    Problem("FVD-HDR-001", "dirty", "warning", None,
+            "clean_shutdown is 0: the image was not closed cleanly ({found})"),
+    Problem("FVD-JNL-001", "journal-pending", "warning", None,
+            "the journal holds {found} record(s) a writable open replays, changing {expected}"),
+    Problem("FVD-JNL-002", "journal-record-invalid", "error", None,
+            "journal record at {host_offset:#x}: {found}"),
+    Problem("FVD-LAY-001", "region-invalid", "error", None, "the {structure} at {host_offset:#x} {found}"),
+    Problem("FVD-LAY-002", "bitmap-too-small", "error", None,
+            "the bitmap has {found} bytes, the base image needs {expected}"),
+    Problem("FVD-TBL-001", "chunk-past-eof", "error", None,
+            "{structure}: chunk {found} at {host_offset:#x} ends past the end of the file"),
+    Problem("FVD-TBL-002", "chunk-shared", "error", None,
+            "{structure}: chunk {found} at {host_offset:#x} is also used by another virtual chunk"),
+    Problem("FVD-TBL-003", "table-dirty-bit", "warning", None,
+            "{structure} is {found}: the in-memory dirty bit was written to disk (masked when reading)"),
+    Problem("FVD-TBL-004", "chunk-unused", "warning", None,
+            "chunk {found} at {host_offset:#x}, below the highest allocated chunk, is used by no table entry"),
 ]
 
 CATALOGUE: dict[str, Problem] = {p.id: p for p in _P}

@@ -47,6 +47,45 @@ class Extents:
                    np.array([offset or 0], np.uint64), size)
 
 
+def split_by_host_data(ext: Extents, data_ranges: list[tuple[int, int]]) -> Extents:
+    """qemu's BDRV_BLOCK_RECURSE for metadata-preallocated images: the host file decides.
+
+    Each DATA|OFFSET_VALID extent (not already ZERO) is cut at the host file's
+    data/hole boundaries (SEEK_DATA/SEEK_HOLE); pieces in a hole or past EOF get ZERO.
+    """
+    cand = ext.status == (DATA | OFFSET_VALID)
+    if not cand.any():
+        return ext
+    ds = np.array([r[0] for r in data_ranges], np.uint64)
+    de = np.array([r[1] for r in data_ranges], np.uint64)
+    bounds = np.unique(np.concatenate([ds, de]))
+    o = ext.offset[cand]
+    e = o + ext.length[cand].astype(np.uint64)
+    lo = np.searchsorted(bounds, o, side="right")
+    hi = np.searchsorted(bounds, e, side="left")
+    k = (hi - lo).astype(np.int64) + 1  # pieces per candidate
+    rel = np.arange(int(k.sum())) - np.repeat(np.cumsum(k) - k, k)
+    first = np.repeat(lo, k) + rel - 1  # index into bounds of each piece's start (-1: the extent's start)
+    piece_off = np.where(rel == 0, np.repeat(o, k), bounds[np.clip(first, 0, max(len(bounds) - 1, 0))]
+                         if len(bounds) else np.repeat(o, k))
+    piece_end = np.append(piece_off[1:], 0)
+    last = np.cumsum(k) - 1
+    piece_end[last] = e
+    j = np.searchsorted(ds, piece_off, side="right").astype(np.int64) - 1
+    in_data = (j >= 0) & (piece_off < de[np.maximum(j, 0)]) if len(ds) else np.zeros(len(piece_off), bool)
+    piece_st = np.where(in_data, np.uint8(DATA | OFFSET_VALID), np.uint8(DATA | OFFSET_VALID | ZERO))
+    piece_start = np.repeat(ext.start[cand], k) + (piece_off - np.repeat(o, k)).astype(np.int64)
+    keep = ~cand
+    start = np.concatenate([ext.start[keep], piece_start])
+    order = np.argsort(start, kind="stable")
+    length = np.concatenate([ext.length[keep], (piece_end - piece_off).astype(np.int64)])[order]
+    status = np.concatenate([ext.status[keep], piece_st])[order].astype(np.uint8)
+    offset = np.concatenate([ext.offset[keep], piece_off])[order]
+    start = start[order]
+    m = _merge_starts(status.astype(np.int64), offset, length, status)
+    return Extents(start[m], np.add.reduceat(length, m), status[m], offset[m], ext.size)
+
+
 def resolve(chain: list[Extents]) -> tuple[np.ndarray, ...]:
     """Resolve a chain (top first) into (start, length, depth, status, offset) arrays, merged."""
     top = chain[0]

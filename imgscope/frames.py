@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from . import native
-from .extents import ALLOCATED, DATA, OFFSET_VALID, ZERO, Extents, resolve
+from .extents import ALLOCATED, DATA, OFFSET_VALID, ZERO, resolve
 from .model import KINDS, ROLES
 
 KIND_DTYPE = pd.CategoricalDtype(list(KINDS))
@@ -88,10 +88,7 @@ def mapping_frame(img: Any, layer: str | int = "active", merge: bool = False) ->
 
 
 def _merged(img: Any, gm: Any) -> pd.DataFrame:
-    from .formats.qcow2.status import unit_status  # the only layered format with per-unit status so far
-    header = getattr(getattr(img, "meta", None), "header", None)  # formats without crypt_method: not encrypted
-    unit, status, offset = unit_status(gm, bool(getattr(header, "crypt_method", 0)))
-    top = Extents.from_units(unit, status, offset, gm.virtual_size)
+    top = img.layer_extents(gm.layer)
     chain = img.chain()
     start, length, depth, st, off = resolve([top] + [i.extents() for i in chain[1:]])
     df = pd.DataFrame({
@@ -183,3 +180,38 @@ def _role_names(mask: int) -> str:
     return "|".join(r for i, r in enumerate(ROLES) if mask >> i & 1)
 
 
+
+
+RELATION_DTYPE = pd.CategoricalDtype(["top", "backing", "missing"])
+
+
+def chain_frame(img: Any) -> pd.DataFrame:
+    """One row per image of the backing chain, top first; a backing file that could not be
+    opened (``backing_error``) adds a last row with relation ``missing``."""
+    from .errors import ImgscopeError
+    chain = img.chain()
+    rows: list[tuple] = []
+    for depth, layer in enumerate(chain):
+        try:
+            b = layer.backing()
+        except ImgscopeError:
+            b = None
+        rows.append((depth, layer.path, layer.format, layer.virtual_size, b[0] if b else None,
+                     "top" if depth == 0 else "backing", None))
+    last = chain[-1]
+    if last.backing_error:
+        try:
+            b, full = last.backing(), last.full_backing_filename()
+        except ImgscopeError:
+            b, full = None, None
+        rows.append((len(chain), full, b[1] if b else None, 0, None, "missing", last.backing_error))
+    cols = list(zip(*rows))
+    return pd.DataFrame({
+        "depth": np.array(cols[0], np.uint8),
+        "file": pd.array(cols[1], dtype="string"),
+        "format": pd.Categorical(cols[2]),
+        "virtual_size": np.array(cols[3], np.uint64),
+        "backing_file": pd.array(cols[4], dtype="string"),
+        "relation": pd.Categorical(cols[5], dtype=RELATION_DTYPE),
+        "error": pd.array(cols[6], dtype="string"),
+    })

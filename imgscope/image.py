@@ -84,6 +84,12 @@ class Image:
         """One layer's :class:`imgscope.model.GuestMap` (formats with lookup tables)."""
         raise NotImplementedError(f"{self.format}: no per-cluster guest map")
 
+    def layer_extents(self, layer: str | int = "active") -> Any:
+        """Block status of one layer; formats with internal snapshots override this."""
+        if layer not in ("active", None):
+            raise KeyError(f"{self.format} images have no layer {layer!r}, only 'active'")
+        return self.extents()
+
     def info_dict(self) -> dict[str, Any]:
         """The object ``qemu-img info --output=json`` prints (plus imgscope keys)."""
         out: dict[str, Any] = {
@@ -153,6 +159,11 @@ class Image:
     def mapping(self, layer: str | int = "active", merge: bool = False) -> Any:
         from .frames import mapping_frame
         return mapping_frame(self, layer, merge)
+
+    def chain_frame(self) -> Any:
+        """The backing chain as a frame (docs/frames.md): one row per file, top first."""
+        from .frames import chain_frame
+        return chain_frame(self)
 
     def clusters(self) -> Any:
         if not self.cluster_size or not hasattr(self, "reference_rows"):

@@ -19,7 +19,7 @@ def run(args: argparse.Namespace) -> int:
     with imgscope.open(args.image, args.format) as img:
         images = img.chain() if args.chain else [img]
         infos = [i.info_dict() for i in images]
-        if args.chain and img.backing_error:
+        if args.chain and images[-1].backing_error:  # the chain ends where a parent could not be opened
             infos[-1]["imgscope-backing-error"] = images[-1].backing_error
         if args.output == "json":
             print_json(infos if args.chain else infos[0])
@@ -49,6 +49,9 @@ def human(info: dict[str, Any]) -> str:
                                                                       info["backing-filename"] else ""))
         if fmt:
             lines.append(f"backing file format: {fmt}")
+    for key, value in info.items():
+        if key.startswith("imgscope-") and value not in (None, False):
+            lines.append(f"{key[len('imgscope-'):].replace('-', ' ')}: {value}")
     if info.get("dirty-flag"):
         lines.append("dirty: yes (refcounts may be stale; `imgscope check -r all` rebuilds them)")
     if info.get("snapshots"):

@@ -13,12 +13,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", choices=("human", "json", "csv", "parquet"), default="human")
     p.add_argument("-o", "--out", help="write to this file (required for parquet)")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
+    p.add_argument("--report", metavar="HTML", help="also write the standalone fleet report (totals, worst "
+                   "offenders, shared backing files, incompatible features) to this file")
+    p.add_argument("--top", type=int, default=10, help="offenders listed per category in --report (default 10)")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..scan import scan
     df = scan(args.paths, checks=not args.no_check, jobs=args.jobs, scheduler=args.scheduler,
               progress=args.progress)
+    if args.report:
+        from ..report.fleet import fleet_report, render_fleet_html
+        with open(args.report, "w", encoding="utf-8") as fh:
+            fh.write(render_fleet_html(fleet_report(df, top=args.top)))
+        print(f"imgscope: wrote {args.report}", file=sys.stderr)
     if args.output == "parquet":
         if not args.out:
             print("imgscope: --output parquet needs -o FILE", file=sys.stderr)

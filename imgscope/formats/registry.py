@@ -11,6 +11,7 @@ EXTRA = {
     "qed": "imgscope.formats.qed.driver:QedImage",
     "qcow": "imgscope.formats.qcow.driver:QcowImage",
     "vdi": "imgscope.formats.vdi.driver:VdiImage",
+    "fvd": "imgscope.formats.fvd.driver:FvdImage",
 }
 
 

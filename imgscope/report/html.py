@@ -14,11 +14,11 @@ from .summary import human_size, image_facts, table_html
 
 _CSS = """
 body{font-family:Helvetica,Arial,sans-serif;margin:24px;color:#222;max-width:1100px}
-h1{font-size:22px}h2{font-size:17px;border-bottom:1px solid #ccc;padding-bottom:3px;margin-top:28px}
+h1{font-size:22px}h2{font-size:17px;border-bottom:1px solid #ccc;padding-bottom:3px;margin-top:28px}h3{font-size:14px;margin:16px 0 4px}
 table{border-collapse:collapse;font-size:12px;margin:6px 0}td,th{border:1px solid #ccc;padding:2px 6px;text-align:left}
 th{background:#f0f0f0}.ok{color:#2a7a2a;font-weight:bold}.bad{color:#b22;font-weight:bold}
 .warn{color:#b60;font-weight:bold}img{max-width:100%;border:1px solid #eee;margin:4px 0}pre{background:#f7f7f7;
-padding:6px;font-size:12px;overflow-x:auto}.plots{display:flex;flex-wrap:wrap;gap:12px}
+padding:6px;font-size:12px;overflow-x:auto}.plots{display:flex;flex-wrap:wrap;gap:12px;align-items:flex-start}
 """
 
 
@@ -96,9 +96,14 @@ def text_summary(rep: Report) -> str:
 # ---------------------------------------------------------------------------- HTML
 def render_html(rep: Report, img: Any = None) -> str:
     """One standalone HTML page: no external stylesheet, script, font or image."""
-    title = html.escape(f"imgscope report: {rep.facts[0][1]}")
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title><style>{_CSS}</style>"
-            f"</head><body><h1>{title}</h1>" + "".join(sections(rep).values()) + "</body></html>")
+    return page(f"imgscope report: {rep.facts[0][1]}", "".join(sections(rep).values()))
+
+
+def page(title: str, body: str) -> str:
+    """A standalone page: the report's inline CSS, an escaped title, ``body`` (HTML) as is."""
+    t = html.escape(title)
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{t}</title><style>{_CSS}</style>"
+            f"</head><body><h1>{t}</h1>{body}</body></html>")
 
 
 def sections(rep: Report) -> dict[str, str]:

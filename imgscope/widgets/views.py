@@ -96,11 +96,15 @@ class SharingMap(w.VBox):
 
 
 class Report(w.Tab):
-    """The report of one image, one section per tab (same content as ``imgscope report``)."""
+    """The report of one image, one section per tab (same content as ``imgscope report``).
 
-    def __init__(self, image: Any) -> None:
+    Pass ``progress=False`` for pages rendered after the run (Voilà, exported notebooks): the finished
+    progress bar's widget is closed, and such a page would show "model not found" in its place.
+    """
+
+    def __init__(self, image: Any, progress: bool = True) -> None:
         from ..report.html import build_report, sections
-        self.report = build_report(image, progress=True)
+        self.report = build_report(image, progress=progress)
         parts = sections(self.report)
         super().__init__(children=[w.HTML(v) for v in parts.values()])
         for i, title in enumerate(parts):

@@ -370,3 +370,16 @@ def test_truncated_images_fail_cleanly(imgdir, tmp_path, name):
                 img.check()
         except FormatError as exc:
             assert exc.structure
+
+
+def test_info_needs_no_numpy(imgdir):
+    """Opening and ``info`` read only small structures: numpy is loaded for tables, not before."""
+    import subprocess
+    import sys
+    code = ("import sys\nfrom imgscope.io import Source\n"
+            "from imgscope.formats.vmdk.driver import VmdkImage\nfrom imgscope.formats.vpc.driver import VpcImage\n"
+            "from imgscope.formats.vhdx.driver import VhdxImage\n"
+            f"for cls, name in ((VmdkImage, 'tg.vmdk'), (VmdkImage, 'ms.vmdk'), (VpcImage, 'p.vhd'),"
+            f" (VhdxImage, 'h.vhdx')):\n    cls(Source({str(imgdir)!r} + '/' + name)).info_dict()\n"
+            "assert 'numpy' not in sys.modules and 'pandas' not in sys.modules\n")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import imgscope
+import imgscope.catalogue
 from conftest import require_qemu
 
 from .generate import Defect, build, corpus
@@ -140,3 +141,24 @@ def test_fifo_open_is_nonblocking(tmp_path: Path):
     os.mkfifo(fifo)
     with pytest.raises(imgscope.ImgscopeError, match="special file"):
         _open_regular(str(fifo), os.O_RDONLY)
+
+
+QEMU_COUNTED = [d for d in DEFECTS if d.fmt == "qcow2" and d.finding
+                and imgscope.catalogue.CATALOGUE[d.finding].counter is not None]
+
+
+@pytest.mark.parametrize("defect", QEMU_COUNTED, ids=lambda d: d.name)
+def test_qemu_counts_the_same(defect: Defect, cache: Path, tmp_path: Path):
+    """For findings qemu-img check counts too, imgscope's qemu-compatible numbers equal the oracle's."""
+    import json
+    path = build(defect, cache, tmp_path / "img")
+    q = subprocess.run(["qemu-img", "check", "--output=json", "-f", "qcow2", str(path)], capture_output=True,
+                       text=True)
+    with imgscope.open(path) as img:
+        res = img.check()
+    assert res.exit_code() == q.returncode, (res.qemu_json(), q.stdout, q.stderr)
+    if q.stdout.strip():
+        theirs = json.loads(q.stdout)
+        ours = res.qemu_json()
+        for key in ("corruptions", "leaks", "check-errors"):
+            assert ours.get(key, 0) == theirs.get(key, 0), (key, ours, theirs)

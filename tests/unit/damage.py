@@ -87,6 +87,11 @@ class Qcow2Copy:
         self.write(0, L.Header.build(hdr))
 
     @property
+    def header_length(self) -> int:
+        h = self.header()
+        return h.header_length if h.version >= 3 else L.V2_HEADER_LENGTH
+
+    @property
     def cluster_size(self) -> int:
         return 1 << self.header().cluster_bits
 
@@ -98,8 +103,7 @@ class Qcow2Copy:
     # ------------------------------------------------------------ extensions
     def extensions(self) -> list[tuple[int, cs.Container]]:
         """(offset, ExtensionHeader) of every header extension before the end marker."""
-        hdr = self.header()
-        pos, out = hdr.header_length, []
+        pos, out = self.header_length, []
         while pos + 8 <= self.cluster_size:
             eh = L.ExtensionHeader.parse(self.read(pos, 8))
             if eh.type == L.EXT_END:
@@ -161,7 +165,7 @@ class Qcow2Copy:
         """Byte ranges ``[start, end)`` of every metadata structure, grouped by kind (for mutation tests)."""
         h, c = self.header(), self.cluster_size
         exts = self.extensions()
-        ext_end = (exts[-1][0] + 8 + (exts[-1][1].length + 7) // 8 * 8 if exts else h.header_length) + 8
+        ext_end = (exts[-1][0] + 8 + (exts[-1][1].length + 7) // 8 * 8 if exts else self.header_length) + 8
         snaps = self.snapshots()
         snap_end = h.snapshots_offset
         for off, e in snaps:
@@ -173,8 +177,8 @@ class Qcow2Copy:
         rt = self.reftable()
         used_rt = max((i for i, e in enumerate(rt) if e), default=0) + 1
         out = {
-            "header": [(0, h.header_length)],
-            "extensions": [(h.header_length, ext_end)],
+            "header": [(0, self.header_length)],
+            "extensions": [(self.header_length, ext_end)],
             "snapshot_table": [(h.snapshots_offset, snap_end)] if snaps else [],
             "l1": l1s,
             "l2": l2s,

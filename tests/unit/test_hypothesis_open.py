@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import imgscope
+from imgscope import native
 from imgscope.formats.qcow2 import layout as L
 from imgscope.limits import override
 
@@ -21,13 +22,14 @@ from .damage import KiB, Qcow2Copy, build_base, exercise
 
 U64 = (1 << 64) - 1
 _N = os.environ.get("IMGSCOPE_FUZZ_EXAMPLES")
-FUZZ = settings(max_examples=int(_N or 0) or 100, deadline=None, derandomize=_N is None, database=None,
+FUZZ = settings(max_examples=int(_N or 0) or 70, deadline=None, derandomize=_N is None, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 #: header field -> width in bits, from the construct declaration (If(...) fields by their "then" part)
 FIELD_BITS = {sc.name: 8 * getattr(sc.subcon, "thensubcon", sc.subcon).sizeof() for sc in L.Header.subcons
               if sc.name not in ("magic", "padding")}
 HEADER_FIELDS = sorted(FIELD_BITS)
 #: tighter than the defaults so an example that claims a huge (but allowed) map stays fast
+BACKENDS = ["native", "python"] if native.available else ["python"]  # hypothesis picks one per example
 FUZZ_LIMITS = {"max_guest_clusters": 1 << 18, "max_metadata_bytes": 32 << 20}
 
 
@@ -101,12 +103,12 @@ def test_mutated_images_fail_cleanly(pristine: tuple[bytes, dict], tmp_path: Pat
     target = tmp_path / "mutant.qcow2"
 
     @FUZZ
-    @given(mutations(len(data), cs, regions))
-    def run(edits: list[tuple]) -> None:
+    @given(mutations(len(data), cs, regions), st.sampled_from(BACKENDS))
+    def run(edits: list[tuple], backend: str) -> None:
         target.write_bytes(data)  # a fresh copy of the pristine image for every example
         _apply(Qcow2Copy(target), edits)
         try:
-            with override(**FUZZ_LIMITS):
+            with override(**FUZZ_LIMITS), native.use(backend):
                 exercise(target, "qcow2")
         except imgscope.FormatError as exc:
             assert isinstance(exc.structure, str) and exc.structure

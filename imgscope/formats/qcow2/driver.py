@@ -136,6 +136,10 @@ class Qcow2Image(Image):
         from .status import active_extents
         return active_extents(self)
 
+    def layer_extents(self, layer: str | int = "active") -> Any:
+        from .status import layer_extents
+        return layer_extents(self, self.layer_index(layer))
+
     def reference_rows(self) -> Any:
         return self.walk().rows
 

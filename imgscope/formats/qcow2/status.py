@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from ... import native
-from ...extents import DATA, OFFSET_VALID, ZERO, Extents
+from ...extents import DATA, OFFSET_VALID, Extents, split_by_host_data
 
 _U = np.uint64
 
@@ -41,12 +41,13 @@ def layer_extents(img: Any, layer: int | None) -> Extents:
     sub = 32 if m.extended_l2 else 1
     unit = t.cs // sub
     starts, sts, offs = _layer_runs(t, l1, nclusters, sub, bool(m.header.crypt_method))
-    if not m.has_data_file and np.any(sts == (DATA | OFFSET_VALID)) and metadata_preallocated(img):
-        starts, sts, offs = _zero_holes(img, starts, sts, offs, unit, nclusters * sub)
     starts, sts, offs = _merge(starts, sts, offs, unit, nclusters * sub)
     begin = starts.astype(np.int64) * unit
     end = np.minimum(np.append(begin[1:], vsize), vsize)
-    return Extents(begin, (end - begin).astype(np.int64), sts, offs, vsize)
+    ext = Extents(begin, (end - begin).astype(np.int64), sts, offs, vsize)
+    if not m.has_data_file and np.any(sts == (DATA | OFFSET_VALID)) and metadata_preallocated(img):
+        ext = split_by_host_data(ext, img.src.data_ranges())
+    return ext
 
 
 def _layer_runs(t: Any, l1: np.ndarray, nclusters: int, sub: int,
@@ -88,42 +89,3 @@ def _merge(starts: np.ndarray, sts: np.ndarray, offs: np.ndarray, unit: int,
     code = sts | np.where(sts & OFFSET_VALID, np.uint8(native.OFFSET_VALID), np.uint8(0)).astype(np.uint8)
     keep = native.run_starts(code, offs, length)
     return starts[keep], sts[keep], offs[keep]
-
-
-def _zero_holes(img: Any, starts: np.ndarray, sts: np.ndarray, offs: np.ndarray, unit: int,
-                total: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mark DATA units whose host offset sits in a file hole (or past EOF) as ZERO too.
-
-    Decided per unit by the unit's first byte; a run lying wholly in data or wholly
-    in a hole is decided at once, only runs straddling a boundary are split per unit.
-    """
-    ranges = img.src.data_ranges()
-    ds = np.array([r[0] for r in ranges] + [(1 << 64) - 1], _U)  # sentinel: no data after the last range
-    de = np.array([r[1] for r in ranges] + [(1 << 64) - 1], _U)
-    nunits = np.diff(np.append(starts, total)).astype(_U)
-    cand = np.flatnonzero(sts == (DATA | OFFSET_VALID))
-    a = offs[cand]
-    b = a + (nunits[cand] - _U(1)) * _U(unit)  # first byte of the run's last unit
-    i = np.searchsorted(ds, a, side="right").astype(np.int64) - 1
-    ic = np.maximum(i, 0)
-    a_in = (i >= 0) & (a < de[ic])
-    all_data = a_in & (b < de[ic])
-    all_hole = ~a_in & (ds[i + 1] > b)
-    sts = sts.copy()
-    sts[cand[all_hole]] |= ZERO
-    mixed = cand[~all_data & ~all_hole]
-    if not len(mixed):
-        return starts, sts, offs
-    k = nunits[mixed].astype(np.int64)
-    rel = np.arange(int(k.sum())) - np.repeat(np.cumsum(k) - k, k)
-    u_start = np.repeat(starts[mixed], k) + rel
-    u_off = np.repeat(offs[mixed], k) + rel.astype(_U) * _U(unit)
-    j = np.searchsorted(ds, u_off, side="right").astype(np.int64) - 1
-    in_data = (j >= 0) & (u_off < de[np.maximum(j, 0)])
-    u_st = np.where(in_data, np.uint8(DATA | OFFSET_VALID), np.uint8(DATA | OFFSET_VALID | ZERO))
-    keep = np.ones(len(starts), bool)
-    keep[mixed] = False
-    starts = np.concatenate([starts[keep], u_start])
-    order = np.argsort(starts, kind="stable")
-    return (starts[order], np.concatenate([sts[keep], u_st])[order].astype(np.uint8),
-            np.concatenate([offs[keep], u_off])[order])

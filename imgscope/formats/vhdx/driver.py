@@ -7,18 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from ... import model
-from ...extents import DATA, Extents
 from ...image import Image
 from ...io import Source
 from ...model import ROLE_BIT, GuestMap
-from ..qcow2.refs import GLOBAL, RefRows
 from . import layout as L
-from .metadata import read_metadata
-
-_U = np.uint64
+from .metadata import bat_entries, read_metadata
 
 
 class VhdxImage(Image):
@@ -54,7 +48,7 @@ class VhdxImage(Image):
         out.update(block_size=m.block_size, leave_blocks_allocated=bool(m.param_flags & L.PARAM_LEAVE_BLOCKS_ALLOCATED),
                    has_parent=m.has_parent, logical_sector_size=m.logical_sector_size,
                    physical_sector_size=m.physical_sector_size, page83_data=str(L.guid(m.page83)),
-                   chunk_ratio=m.chunk_ratio, bat_entries=len(m.bat), log_entries_pending=len(m.log.entries),
+                   chunk_ratio=m.chunk_ratio, bat_entries=bat_entries(m), log_entries_pending=len(m.log.entries),
                    file_size=self.src.size)
         return out
 
@@ -90,18 +84,21 @@ class VhdxImage(Image):
         return out
 
     # ---------------------------------------------------------------- mapping
-    def payload(self) -> tuple[np.ndarray, np.ndarray]:
+    def payload(self) -> tuple[Any, Any]:
         """(BAT index, raw entry) of every guest block: sector-bitmap entries skipped."""
+        import numpy as np
         m = self.meta
         n = -(-m.virtual_size // m.block_size)
         idx = np.arange(n, dtype=np.int64)
         idx += idx // m.chunk_ratio
         ok = idx < len(m.bat)
-        raw = np.zeros(n, _U)
+        raw = np.zeros(n, np.uint64)
         raw[ok] = m.bat[idx[ok]]
         return idx, raw
 
     def guest_map(self, layer: str | int = "active") -> GuestMap:
+        import numpy as np
+        _U = np.uint64
         m = self.meta
         idx, raw = self.payload()
         state = (raw & _U(L.BAT_STATE_MASK)).astype(np.uint8)
@@ -114,10 +111,15 @@ class VhdxImage(Image):
                         np.where(present, _U(m.block_size), _U(0)), np.zeros(len(raw), np.uint8), None, None,
                         _U(m.bat_region.file_offset) + idx.astype(_U) * _U(8))
 
-    def extents(self) -> Extents:
+    def extents(self) -> Any:
+        from ...extents import DATA, Extents
         return Extents.single(self.virtual_size, DATA)
 
-    def reference_rows(self) -> RefRows:
+    def reference_rows(self) -> Any:
+        import numpy as np
+
+        from ..qcow2.refs import GLOBAL, RefRows
+        _U = np.uint64
         m = self.meta
         h = m.header
         rows = [(0, L.HEADER_SECTION, "header"), (h.log_offset, h.log_length, "header"),

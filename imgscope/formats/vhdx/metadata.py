@@ -9,9 +9,8 @@ inspectable and ``check`` can report every problem.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
-
-import numpy as np
 
 from ...errors import FormatError
 from ...io import Source
@@ -56,13 +55,19 @@ class VhdxMeta:
     bat_region: Any
     metadata_region: Any
     chunk_ratio: int
-    bat: Any = None                          # numpy uint64 entries
+    bat_raw: bytes = b""                     # the BAT entries as stored (see ``bat``)
     qemu_open_error: list[str] = field(default_factory=list)
     parent_locator: dict[str, str] = field(default_factory=dict)
 
     @property
     def header(self) -> Any:
         return self.headers[self.current].header
+
+    @cached_property
+    def bat(self) -> Any:
+        """The BAT entries as numpy uint64 (payload and sector-bitmap entries interleaved)."""
+        import numpy as np
+        return np.frombuffer(self.bat_raw, "<u8").astype(np.uint64)
 
     @property
     def has_parent(self) -> bool:
@@ -144,7 +149,7 @@ def read_metadata(src: Source) -> tuple[VhdxMeta, Any]:
     out = VhdxMeta(_utf16(ident.creator), headers, cur, log, tables, use.entries, bat_region=regions[L.BAT_GUID],
                    metadata_region=regions[L.METADATA_GUID], qemu_open_error=errors, **meta)
     errors.extend(f"VHDX region {a}-{b} overlaps with region {c}-{d}" for a, b, c, d in region_overlaps(out))
-    out.bat = _bat(rd, out)
+    out.bat_raw = _bat(rd, out)
     return out, rd
 
 
@@ -210,13 +215,13 @@ def bat_entries(m: VhdxMeta) -> int:
     return blocks + (blocks - 1) // m.chunk_ratio if blocks else 0
 
 
-def _bat(rd: Any, m: VhdxMeta) -> np.ndarray:
+def _bat(rd: Any, m: VhdxMeta) -> bytes:
     n = bat_entries(m)
     r = m.bat_region
     if n > r.length // 8:
         raise FormatError("vhdx BAT", r.file_offset, f"region of {r.length} bytes cannot hold {n} entries")
     enforce("max_table_bytes", n * 8, "vhdx BAT", r.file_offset)
-    return np.frombuffer(rd.read(r.file_offset, n * 8, "vhdx BAT", zero_fill=True), "<u8").astype(np.uint64)
+    return rd.read(r.file_offset, n * 8, "vhdx BAT", zero_fill=True)
 
 
 def region_overlaps(m: VhdxMeta) -> list[tuple[int, int, int, int]]:

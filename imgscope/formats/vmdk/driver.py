@@ -39,10 +39,9 @@ class VmdkImage(Image):
             h = ext.header
             if not h.descriptor_offset:
                 raise FormatError("vmdk descriptor", 0, "sparse extent has no embedded descriptor")
-            size = min(h.descriptor_size * L.SECTOR, self.src.size)
             at = h.descriptor_offset * L.SECTOR
-            self.desc = D.parse(self.src.read(at, max(0, min(size, self.src.size - at)), "vmdk descriptor",
-                                              zero_fill=True), at)
+            size = max(0, min(h.descriptor_size * L.SECTOR, LIMITS["max_descriptor_bytes"], self.src.size - at))
+            self.desc = D.parse(self.src.read(at, size, "vmdk descriptor"), at)
             self.create_type = "streamOptimized" if ext.compressed else "monolithicSparse"
             self.extents_list.append(ext)
         else:
@@ -146,6 +145,8 @@ class VmdkImage(Image):
 
     def info_dict(self) -> dict[str, Any]:
         out = super().info_dict()
+        others = {id(e.src): e.src for e in self.extents_list if e.src is not self.src}
+        out["actual-size"] = self.src.allocated + sum(s.allocated for s in others.values())
         out.pop("cluster-size", None)
         if self.cluster_size:
             out["cluster-size"] = self.cluster_size

@@ -9,17 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from ...errors import FormatError, UnsupportedFormat
 from ...io import Source
 from ...limits import enforce
 from . import layout as L
 
-_U = np.uint64
-
+if TYPE_CHECKING:
+    import numpy as np
 
 @dataclass
 class Extent:
@@ -83,6 +81,7 @@ class Extent:
         return self._directory(self.header.rgd_offset, "redundant grain directory")
 
     def _directory(self, sector: int, what: str) -> np.ndarray:
+        import numpy as np
         n = self.l1_size
         at = sector * L.SECTOR
         enforce("max_table_bytes", n * 4, f"vmdk {what}", at)
@@ -91,6 +90,7 @@ class Extent:
 
     def grain_entries(self, directory: np.ndarray | None = None) -> np.ndarray:
         """The grain table entry of every grain (uint32), through ``directory`` (default: the GD)."""
+        import numpy as np
         gd = self.gd if directory is None else directory
         n, per = self.ngrains, self.gtes
         enforce("max_guest_clusters", n, "vmdk grain tables", self.header_offset)
@@ -108,16 +108,22 @@ class Extent:
 
     def table_offsets(self, directory: np.ndarray | None = None) -> np.ndarray:
         """Host offset of the grain table entry of every grain (0 where the GD entry is empty)."""
+        import numpy as np
+        _U = np.uint64
         gd = self.gd if directory is None else directory
         n, per = self.ngrains, self.gtes
-        idx = np.arange(n, dtype=np.int64)
-        g = np.zeros(n, _U)
-        ok = idx // per < len(gd)
-        g[ok] = gd[idx[ok] // per].astype(_U)
-        return np.where(g != 0, g * _U(L.SECTOR) + (idx % per).astype(_U) * _U(4), _U(0))
+        ntab = -(-n // per)
+        base = np.zeros(ntab, _U)
+        k = min(ntab, len(gd))
+        base[:k] = gd[:k].astype(_U) * _U(L.SECTOR)
+        slot = np.arange(per, dtype=_U) * _U(4)
+        out = np.where(base[:, None] != 0, base[:, None] + slot[None, :], _U(0))
+        return out.reshape(-1)[:n]
 
     def markers(self, host: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(LBA, compressed byte count) of the grain marker at each host offset (zeros where unreadable)."""
+        import numpy as np
+        _U = np.uint64
         lba = np.zeros(len(host), _U)
         size = np.zeros(len(host), _U)
         buf = bytearray(L.GRAIN_MARKER_SIZE)

@@ -29,7 +29,7 @@ class VhdMeta:
     virtual_size: int
     dyn: Any = None
     dyn_raw: bytes = b""
-    bat: Any = None               # numpy uint32 (L.BAT_UNUSED = unallocated)
+    bat_raw: bytes = b""          # the BAT as stored (see ``bat``)
     block_size: int = 0
     bitmap_size: int = 0
 
@@ -37,9 +37,17 @@ class VhdMeta:
     def disk_type(self) -> int:
         return self.footer.disk_type
 
+    @cached_property
+    def bat(self) -> Any:
+        """BAT entries as numpy uint32 (``L.BAT_UNUSED`` = unallocated); None for a fixed disk."""
+        if self.dyn is None:
+            return None
+        import numpy as np
+        return np.frombuffer(self.bat_raw, ">u4").astype(np.uint32)
+
     @property
     def bat_bytes(self) -> int:
-        return (len(self.bat) * 4 + L.SECTOR - 1) // L.SECTOR * L.SECTOR if self.bat is not None else 0
+        return (len(self.bat_raw) + L.SECTOR - 1) // L.SECTOR * L.SECTOR
 
 
 def read_metadata(src: Source) -> VhdMeta:
@@ -84,10 +92,8 @@ def _read_dynamic(src: Source, meta: VhdMeta) -> None:
         raise FormatError("vhd dynamic disk header", at,
                           f"{dyn.max_table_entries} BAT entries of {bs} bytes cannot hold {meta.virtual_size} bytes")
     enforce("max_table_bytes", dyn.max_table_entries * 4, "vhd BAT", dyn.table_offset)
-    import numpy as np
-    buf = src.read(dyn.table_offset, dyn.max_table_entries * 4, "vhd BAT", zero_fill=True)
+    meta.bat_raw = src.read(dyn.table_offset, dyn.max_table_entries * 4, "vhd BAT", zero_fill=True)
     meta.dyn, meta.dyn_raw = dyn, raw
-    meta.bat = np.frombuffer(buf, ">u4").astype(np.uint32)
     meta.block_size, meta.bitmap_size = bs, L.bitmap_size(bs)
 
 

@@ -1,0 +1,46 @@
+"""Crashes the fuzzers found, minimised (fuzz/minimize.py) and kept as gzipped images in regressions/.
+
+Each must now go through the whole API (fuzz/exercise.py) without anything but
+ImgscopeErrors, and give the answer named here.
+"""
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+
+import imgscope
+from fuzz.exercise import exercise
+
+HERE = Path(__file__).parent / "regressions"
+
+#: file -> (call, expected prefix of its outcome); the fix is named in docs/security.md
+EXPECT = {
+    # np.arange over 2^52 guest clusters -> MemoryError; now the max_guest_clusters limit
+    "qcow2-huge-virtual-size.qcow2.gz": ("mapping", "LimitError"),
+    # duplicate snapshot ids made the clusters() owner categories collide (pandas ValueError)
+    "qcow2-duplicate-snapshot-id.qcow2.gz": ("clusters", "ok"),
+    # a host offset >= 2^63 in check findings: int64/uint64 concat became float, then OverflowError
+    "qcow2-findings-offset-2^64.qcow2.gz": ("check", "ok"),
+    # a VMDK grain directory sector offset * 512 >= 2^64 overflowed numpy uint64 in reference_rows
+    "vmdk-gd-offset-2^64.vmdk.gz": ("clusters", "ok"),
+}
+
+
+def test_every_file_has_an_expectation():
+    assert sorted(p.name for p in HERE.glob("*.gz")) == sorted(EXPECT)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECT))
+def test_regression(name: str, tmp_path: Path, backend: str):
+    path = tmp_path / name.removesuffix(".gz")
+    path.write_bytes(gzip.decompress((HERE / name).read_bytes()))
+    call, expected = EXPECT[name]
+    result = exercise(path)
+    assert result[call].startswith(expected), result
+    if expected == "LimitError":
+        with imgscope.open(path) as img, pytest.raises(imgscope.LimitError) as exc:
+            for layer in img.layer_names():
+                img.mapping(layer)
+        assert exc.value.limit == "max_guest_clusters"
