@@ -1,6 +1,6 @@
 """In-process measurements, run in a fresh child interpreter by benchmarks/run.py.
 
-    python benchmarks/inproc.py OP IMAGE RUNS
+    python benchmarks/inproc.py OP IMAGE RUNS [once]
 
 OP is one of ``snapshots`` (``imgscope.open(p)`` + ``.snapshots``), ``mapping``
 (per-cluster ``.mapping()``), ``guest_map`` (the model behind it), ``clusters`` or
@@ -82,8 +82,16 @@ def _clusters(img: Any) -> int:
 
 def main() -> None:
     op, path, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    once = len(sys.argv) > 4 and sys.argv[4] == "once"  # one timed run, no warm-up or memory runs (slow ops)
     import numpy  # noqa: F401  (modules are loaded before timing: this is the in-process cost)
     import pandas  # noqa: F401
+    if once:
+        t0 = time.perf_counter()
+        img, res = _op(op, path)
+        t = time.perf_counter() - t0
+        print(json.dumps({"op": op, "runs": [t], "clusters": _clusters(img), "result_bytes": _nbytes(res),
+                          "peak_rss_kib": _status()["VmHWM"]}))
+        return
     img, res = _op(op, path)  # warm-up (page cache, lazy imports)
     ncl = _clusters(img)
     size = _nbytes(res)

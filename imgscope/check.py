@@ -56,36 +56,27 @@ class CheckResult:
     def findings(self) -> Any:
         import numpy as np
         import pandas as pd
-        frames = []
-        for b in self.batches:
+        cols: dict[str, list[Any]] = {c: [] for c in FINDING_COLUMNS}
+        for b in self.batches:  # one list extension per batch and column: no per-batch DataFrame
             p = CATALOGUE[b["problem"]]
             n = b["n"]
-            cols: dict[str, Any] = {}
+            for c, v in (("problem", p.id), ("cls", p.cls), ("severity", p.severity), ("counter", p.counter)):
+                cols[c].extend([v] * n)
             for c in ("host_offset", "guest_offset", "layer", "structure", "expected", "found", "count"):
                 v = b.get(c)
-                cols[c] = v if isinstance(v, (list, np.ndarray)) else [v] * n
-            for c in ("host_offset", "guest_offset"):  # exact ints: concat of int64 and uint64 would give floats
-                cols[c] = pd.Series([None if x is None else int(x) for x in cols[c]], dtype=object)
-            df = pd.DataFrame(cols)
-            df.insert(0, "problem", p.id)
-            df.insert(1, "cls", p.cls)
-            df.insert(2, "severity", p.severity)
-            df.insert(3, "counter", p.counter)
-            frames.append(df)
-        if not frames:
-            df = pd.DataFrame({c: pd.Series([], dtype=object) for c in FINDING_COLUMNS})
-        else:
-            df = pd.concat(frames, ignore_index=True)
-            df["message"] = [_message(r) for r in df.itertuples(index=False)]
+                cols[c].extend(v.tolist() if isinstance(v, np.ndarray) else v if isinstance(v, list) else [v] * n)
+        rows = len(cols["problem"])
+        cols["message"] = [_message(_Row(cols, i)) for i in range(rows)]
+        df = pd.DataFrame({c: pd.Series(cols[c], dtype=object) for c in FINDING_COLUMNS})
         df = df.astype({"problem": "category", "cls": "category", "severity": "category", "counter": "category"})
         for c in ("host_offset", "guest_offset"):
-            vals = [None if v is None or v != v else int(v) for v in df[c]]
+            vals = [None if v is None or v != v else int(v) for v in cols[c]]
             # via numpy uint64: pandas' own coercion goes through int64 and fails above 2^63
             df[c] = pd.arrays.IntegerArray(np.array([v or 0 for v in vals], np.uint64),
                                            np.array([v is None for v in vals], bool))
-        df["count"] = pd.array([1 if v is None or v != v else int(v) for v in df["count"]], dtype="Int64")
+        df["count"] = pd.array([1 if v is None or v != v else int(v) for v in cols["count"]], dtype="Int64")
         for c in ("layer", "structure", "expected", "found", "message"):
-            df[c] = df[c].map(lambda v: None if v is None else str(v)).astype("string")
+            df[c] = pd.array([None if v is None else str(v) for v in cols[c]], dtype="string")
         return df[list(FINDING_COLUMNS)]
 
     def summary(self) -> dict[str, int]:
@@ -170,6 +161,16 @@ class CheckResult:
     def _repr_html_(self) -> str:
         import html
         return f"<pre>{html.escape(self.human())}</pre>" + (self.findings.head(50).to_html() if self.batches else "")
+
+
+class _Row:
+    """Row ``i`` of the column lists, with attribute access for :func:`_message`."""
+
+    def __init__(self, cols: dict[str, list[Any]], i: int) -> None:
+        self._cols, self._i = cols, i
+
+    def __getattr__(self, name: str) -> Any:
+        return self._cols[name][self._i]
 
 
 def _first_row(b: dict[str, Any]) -> Any:

@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
             res = img.check()
     if args.output == "json":
         # qemu prints no JSON when the check fails (rc 1) or the format has none (rc 63)
-        if res.supported and not res.error and (res.exit_code() != 1 or not res.check_errors):
+        if res.supported and not res.error:  # qemu prints no JSON only when the check could not run
             print_json(res.qemu_json())
     else:
         print(res.human())

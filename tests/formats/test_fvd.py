@@ -354,8 +354,9 @@ def test_damaged_table(tmp_path: Path) -> None:
     f = res.findings
     assert f[f.problem == "FVD-TBL-002"]["structure"].tolist() == ["table[1]"]
     assert sorted(f[f.problem == "FVD-TBL-001"]["found"].tolist()) == ["3", "40", "9"]
-    # of the physical chunks 0..40 only 0, 3, 9 and 40 are used
-    assert s["FVD-TBL-004"] == 40 - 3
+    # of the 3 physical chunks inside the file only chunk 0 is used (slots past EOF are not counted)
+    assert s["FVD-TBL-004"] == 2
+    assert f[f.problem == "FVD-TBL-004"]["found"].tolist() == ["1", "2"]
 
 
 def test_damaged_layout(tmp_path: Path) -> None:
@@ -391,6 +392,31 @@ def test_rejected_headers(tmp_path: Path, field_: str, value: int, words: str) -
     build(tmp_path / "r.fvd", Spec(header={field_: value}))
     with pytest.raises(FormatError, match=words):
         imgscope.open(tmp_path / "r.fvd", "fvd")
+
+
+def test_truncated_file(tmp_path: Path) -> None:
+    """Cut inside the table: entries past EOF read as unallocated, the regions past EOF are reported."""
+    facts = build(tmp_path / "t.fvd", Spec(writes=[(0, _pattern(4 * KiB, 1)), (7 * MiB, _pattern(4 * KiB, 2))]))
+    with open(tmp_path / "t.fvd", "r+b") as f:
+        f.truncate(facts["table_off"] + 4 * 4)  # 4 of 8 entries left, no journal, no data
+    with imgscope.open(tmp_path / "t.fvd") as img:
+        assert img.table.tolist()[4:] == [L.EMPTY_TABLE] * 4 and img.table[0] == 0
+        assert img.guest_map().kind[7] == imgscope.model.UNALLOCATED
+        assert img.journal_records() == []
+        res = img.check()
+    s = res.summary()
+    assert s["FVD-TBL-001"] == 1 and s["FVD-LAY-001"] == 2  # chunk 0 past EOF; table and journal past EOF
+
+
+def test_hostile_sizes_are_bounded(tmp_path: Path) -> None:
+    """A base image claimed to be 2^60 bytes with 512-byte blocks costs only the guest's blocks."""
+    build(tmp_path / "b.fvd", Spec(size=MiB, base=_base(tmp_path, MiB), base_size=MiB,
+                                   header={"base_img_size": 1 << 60, "block_size": 512, "bitmap_size": 1 << 20,
+                                           "journal_size": 1 << 29}))
+    with imgscope.open(tmp_path / "b.fvd") as img:
+        assert len(img.bitmap) == MiB // 512
+        assert img.unit == 512 and len(img.guest_map().kind) == MiB // 512
+        assert img.journal_records() == []
 
 
 def test_huge_table_is_refused(tmp_path: Path) -> None:

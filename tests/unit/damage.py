@@ -385,6 +385,7 @@ def exercise(path: Path, fmt: str | None = None) -> None:
         img.mapping(merge=True)
         for layer in img.layer_names()[1:]:
             img.mapping(layer)
+            img.mapping(layer, merge=True)
         img.map_entries()
         img.clusters()
         res = img.check()

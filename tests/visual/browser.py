@@ -8,6 +8,7 @@ that render with scripts after the load event (Voilà).
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import select
@@ -75,6 +76,13 @@ def ink_rows(px: np.ndarray) -> float:
     return float((px.reshape(px.shape[0], -1).std(axis=1) > 0).mean())
 
 
+def _high(fd: int) -> int:
+    """A copy of ``fd`` numbered 10 or more (the original is closed)."""
+    high = fcntl.fcntl(fd, fcntl.F_DUPFD, 10)
+    os.close(fd)
+    return high
+
+
 class DevTools:
     """One headless Chromium page driven over the DevTools protocol (``--remote-debugging-pipe``)."""
 
@@ -82,7 +90,10 @@ class DevTools:
         self._profile = tempfile.TemporaryDirectory(prefix="imgscope-chromium-")
         to_chrome_r, self._to_chrome = os.pipe()
         self._from_chrome, from_chrome_w = os.pipe()
-        cmd = ["sh", "-c", f'exec "$0" "$@" 3<&{to_chrome_r} 4>&{from_chrome_w}', chromium(), *FLAGS,
+        # the child's ends move above fd 9, so "3<&A 4>&B" cannot overwrite one before it is copied (bash: dash
+        # takes one-digit fds only)
+        to_chrome_r, from_chrome_w = (_high(fd) for fd in (to_chrome_r, from_chrome_w))
+        cmd = ["bash", "-c", f'exec "$0" "$@" 3<&{to_chrome_r} 4>&{from_chrome_w}', chromium(), *FLAGS,
                f"--user-data-dir={self._profile.name}", "--remote-debugging-pipe",
                f"--window-size={width},{height}", "about:blank"]
         self.proc = subprocess.Popen(cmd, pass_fds=(to_chrome_r, from_chrome_w), stdin=subprocess.DEVNULL,
@@ -149,7 +160,10 @@ class DevTools:
         self.call("Page.navigate", url=url)
 
     def evaluate(self, expression: str) -> Any:
+        """Run JavaScript in the page; its value (JSON-able), or RuntimeError when it throws."""
         res = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+        if "exceptionDetails" in res:
+            raise RuntimeError(f"{expression[:80]}: {res['exceptionDetails'].get('exception', {}).get('description')}")
         return res.get("result", {}).get("value")
 
     def wait_for(self, expression: str, timeout: float = 90, poll: float = 0.5) -> Any:

@@ -53,6 +53,9 @@ def _layout(img: Any, res: CheckResult) -> None:
         if off + length > h.metadata_size:
             res.add("FVD-LAY-001", structure=name, host_offset=off,
                     found=f"ends at {off + length:#x}, past metadata_size {h.metadata_size:#x}")
+        if off + length > img.src.size:
+            res.add("FVD-LAY-001", structure=name, host_offset=off,
+                    found=f"ends at {off + length:#x}, past the end of the file ({img.src.size:#x})")
     for i, (a, ao, al) in enumerate(regs):
         for b, bo, bl in regs[i + 1:]:
             if ao < bo + bl and bo < ao + al:
@@ -93,8 +96,9 @@ def _table(img: Any, res: CheckResult) -> None:
         res.add("FVD-TBL-002", int(again.sum()), structure=names(again), found=idx[chunks][again],
                 host_offset=start[again], guest_offset=guest[again])
     if len(chunks) and not img.data_file:
-        used = np.zeros(int(idx[chunks].max()) + 1, bool)
-        used[idx[chunks].astype(np.int64)] = True
+        in_file = max(0, (img.src.size - img.data_offset) // h.chunk_size)  # slots past EOF cannot leak
+        used = np.zeros(min(int(idx[chunks].max()) + 1, in_file), bool)
+        used[idx[chunks][idx[chunks] < len(used)].astype(np.int64)] = True
         free = np.flatnonzero(~used)
         if len(free):
             res.add("FVD-TBL-004", len(free), found=free, host_offset=img.chunk_offsets(free.astype(np.uint32)))

@@ -158,15 +158,20 @@ class FvdImage(Image):
         if not self.compact:
             return np.zeros(0, np.uint32)
         n = L.table_entries(self.virtual_size, self.h.chunk_size)
-        buf = self.src.read(self.h.table_offset, n * 4, "fvd table", zero_fill=True)
-        return np.frombuffer(buf, "<u4", count=n).astype(np.uint32)
+        out = np.full(n, L.EMPTY_TABLE, np.uint32)  # entries past the end of the file: not allocated
+        inside = max(0, min(n, (self.src.size - self.h.table_offset) // 4))
+        buf = self.src.read(self.h.table_offset, inside * 4, "fvd table")
+        out[:inside] = np.frombuffer(buf, "<u4", count=inside)
+        return out
 
     @cached_property
     def bitmap(self) -> np.ndarray:
         """One bool per base-image block (True = the block is in the FVD image); empty without a base."""
         if not self.base_in_use:
             return np.zeros(0, bool)
-        nblocks = -(-self.h.base_img_size // self.h.block_size)
+        bs = self.h.block_size
+        nblocks = -(-min(self.h.base_img_size, self.virtual_size) // bs)  # blocks past the disk are never read
+        enforce("max_guest_clusters", nblocks, "fvd bitmap", self.h.bitmap_offset)
         nbytes = min(self.h.bitmap_size, -(-nblocks // 8))
         raw = np.frombuffer(self.src.read(self.h.bitmap_offset, nbytes, "fvd bitmap", zero_fill=True), np.uint8)
         bits = np.unpackbits(raw, bitorder="little").astype(bool)
@@ -215,10 +220,11 @@ class FvdImage(Image):
     @cached_property
     def _journal(self) -> list[JournalRecord]:
         h = self.h
-        size = h.journal_size // L.SECTOR * L.SECTOR
+        inside = max(0, min(h.journal_size, self.src.size - h.journal_offset))  # sectors past EOF hold no record
+        size = inside // L.SECTOR * L.SECTOR
         if size <= 0:
             return []
-        raw = self.src.read(h.journal_offset, size, "fvd journal", zero_fill=True)
+        raw = self.src.read(h.journal_offset, size, "fvd journal")
         first = np.frombuffer(raw, "<u4").reshape(-1, L.SECTOR // 4)[:, 0]
         out: list[JournalRecord] = []
         for s in np.flatnonzero(first).tolist():

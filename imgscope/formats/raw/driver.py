@@ -12,13 +12,13 @@ class RawImage(Image):
 
     @property
     def virtual_size(self) -> int:
-        return self.src.size
+        return -(-self.src.size // 512) * 512  # qemu counts whole 512-byte sectors
 
     def extents(self) -> Any:
         import numpy as np
 
         from ...extents import DATA, OFFSET_VALID, ZERO, Extents
-        size = self.src.size
+        size = self.virtual_size
         cuts, status = [0], [ZERO | OFFSET_VALID]
         for start, end in self.src.data_ranges():
             if start > cuts[-1]:
