@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=int, default=int(os.environ.get("FUZZ_SECONDS", 60)), help="per harness")
     ap.add_argument("--only", choices=("native", "python"))
     ap.add_argument("--format", action="append", help="formats for the Python harness (default: all registered)")
+    ap.add_argument("--together", action="store_true", help="one Python run over all formats (one start-up)")
     args = ap.parse_args(argv)
     why = tooling_missing()
     if why:
@@ -128,17 +129,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     sys.path.insert(0, str(ROOT))
     from fuzz.seeds import RECIPES, registered_formats
-    results = []
+    jobs: list = []
     if args.only != "python":
-        results += [run_native(h, args.seconds) for h in native_harnesses()]
+        jobs += [(run_native, h) for h in native_harnesses()]
     if args.only != "native":
         formats = args.format or [f for f in registered_formats() if f in RECIPES]  # qemu-img can make seeds
-        results += [run_python([f], args.seconds) for f in formats]
-    print(f"{'harness':<24}{'seconds':>8}{'execs':>12}  result")
-    for r in results:
-        print(f"{r.harness:<24}{r.seconds:>8}{r.execs:>12}  {'CRASH' if r.crashed else 'ok'}")
+        groups = [formats] if args.together else [[f] for f in formats]
+        jobs += [(run_python, g) for g in groups]
+    print(f"{'harness':<24}{'seconds':>8}{'execs':>12}  result", flush=True)
+    results = []
+    for fn, arg in jobs:  # one line per harness as it finishes
+        r = fn(arg, args.seconds)
+        results.append(r)
+        print(f"{r.harness:<24}{r.seconds:>8}{r.execs:>12}  {'CRASH' if r.crashed else 'ok'}", flush=True)
         if r.detail:
-            print("    " + r.detail.replace("\n", "\n    "))
+            print("    " + r.detail.replace("\n", "\n    "), flush=True)
     return 1 if any(r.crashed for r in results) else 0
 
 

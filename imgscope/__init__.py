@@ -15,15 +15,6 @@ __all__ = ["open", "open_chain", "FormatError", "ImageInUse", "ImgscopeError", "
            "UnsupportedFormat", "__version__"]
 
 
-def _drivers() -> dict[str, type]:
-    from .formats.qcow2.driver import Qcow2Image
-    from .formats.raw.driver import RawImage
-    drivers: dict[str, type] = {"qcow2": Qcow2Image, "raw": RawImage}
-    from .formats import registry
-    drivers.update(registry.extra_drivers())
-    return drivers
-
-
 def open(path: str | os.PathLike[str], format: str | None = None) -> "Image":  # noqa: A001, F821
     """Open an image read-only and return its :class:`imgscope.image.Image`.
 
@@ -34,11 +25,12 @@ def open(path: str | os.PathLike[str], format: str | None = None) -> "Image":  #
     from .io import Source
     src = Source(path)
     try:
+        from .formats.registry import driver
         fmt = format or detect(src)
-        drivers = _drivers()
-        if fmt not in drivers:
-            raise UnsupportedFormat(f"{src.path}: format {fmt!r} is not supported yet")
-        return drivers[fmt](src)
+        cls = driver(fmt)
+        if cls is None:
+            raise UnsupportedFormat(f"{src.path}: format {fmt!r} is not supported")
+        return cls(src)
     except BaseException:
         src.close()
         raise

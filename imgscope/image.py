@@ -7,16 +7,53 @@ Opening never writes: the file descriptor is read-only.
 """
 from __future__ import annotations
 
+import importlib
 import os
+from collections.abc import Callable
 from typing import Any
 
 from .io import Source
+
+
+def implemented_in(spec: str) -> Callable[..., Any]:
+    """A driver method whose body is the function ``spec`` ("module:function", called
+    with the image and the method's arguments), imported on first call so that
+    opening an image never imports the table walks (numpy) or the checks."""
+    mod, _, fn = spec.partition(":")
+
+    def method(self: Image, *args: Any, **kw: Any) -> Any:
+        return getattr(importlib.import_module(mod), fn)(self, *args, **kw)
+
+    method.__name__ = fn
+    method.__doc__ = f"Implemented by :func:`{mod}.{fn}`."
+    return method
+
+
+def feature_bit_rows(words: dict[str, int], names: dict[tuple[str, int], str], width: int = 64,
+                     table_names: dict[tuple[str, int], str] | None = None) -> list[dict[str, Any]]:
+    """``feature_rows()`` of a format with feature words: ``words`` maps a kind ("incompatible",
+    "compatible", "autoclear") to its value; one row per bit that is set or named, by imgscope
+    (``names``, keyed by (kind, bit)) or by the image's own feature-name table (``table_names``)."""
+    table_names = table_names or {}
+    rows = []
+    for kind, word in words.items():
+        bits = {b for (k, b) in names if k == kind} | {b for (k, b) in table_names if k == kind}
+        bits |= {b for b in range(width) if word >> b & 1}
+        for bit in sorted(bits):
+            rows.append({"name": names.get((kind, bit)) or table_names.get((kind, bit)) or f"unknown bit {bit}",
+                         "kind": kind, "bit": bit, "set": bool(word >> bit & 1), "known": (kind, bit) in names,
+                         "table_name": table_names.get((kind, bit))})
+    return rows
 
 
 class Image:
     """An opened image file (one layer of a chain, with its internal snapshots)."""
 
     format = "unknown"
+    #: how messages name the format ("QED", "VDI"); None: ``format``
+    label: str | None = None
+    #: False where qemu 7.2 does not follow the format's parent: ``info_dict`` then names no backing file
+    qemu_shows_backing = True
 
     def __init__(self, src: Source) -> None:
         self.src = src
@@ -84,6 +121,15 @@ class Image:
         """One layer's :class:`imgscope.model.GuestMap` (formats with lookup tables)."""
         raise NotImplementedError(f"{self.format}: no per-cluster guest map")
 
+    def require_active_layer(self, layer: str | int | None) -> None:
+        """Single-layer formats: KeyError unless ``layer`` names the active layer ("active", None or 0)."""
+        if layer not in ("active", None, 0):
+            raise KeyError(f"no layer {layer!r}: {self.label or self.format} images have only the active layer")
+
+    def refcounts(self, n: int) -> Any:
+        """On-disk reference counts of the first ``n`` host clusters; None: the format keeps none."""
+        return None
+
     def layer_extents(self, layer: str | int = "active") -> Any:
         """Block status of one layer; formats with internal snapshots override this."""
         if layer not in ("active", None):
@@ -102,7 +148,7 @@ class Image:
         if self.cluster_size:
             out["cluster-size"] = self.cluster_size
         b = self.backing()
-        if b is not None:
+        if b is not None and self.qemu_shows_backing:
             out["backing-filename"] = b[0]
             out["full-backing-filename"] = self.full_backing_filename()
             if b[1]:

@@ -14,7 +14,8 @@ from .summary import human_size, image_facts, table_html
 
 _CSS = """
 body{font-family:Helvetica,Arial,sans-serif;margin:24px;color:#222;max-width:1100px}
-h1{font-size:22px}h2{font-size:17px;border-bottom:1px solid #ccc;padding-bottom:3px;margin-top:28px}h3{font-size:14px;margin:16px 0 4px}
+h1{font-size:22px}h2{font-size:17px;border-bottom:1px solid #ccc;padding-bottom:3px;margin-top:28px}
+h3{font-size:14px;margin:16px 0 4px}
 table{border-collapse:collapse;font-size:12px;margin:6px 0}td,th{border:1px solid #ccc;padding:2px 6px;text-align:left}
 th{background:#f0f0f0}.ok{color:#2a7a2a;font-weight:bold}.bad{color:#b22;font-weight:bold}
 .warn{color:#b60;font-weight:bold}img{max-width:100%;border:1px solid #eee;margin:4px 0}pre{background:#f7f7f7;

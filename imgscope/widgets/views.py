@@ -5,6 +5,7 @@ import html
 from typing import Any
 
 import ipywidgets as w
+import pandas as pd
 
 from ..report import plots
 from ..report.summary import human_size, table_html
@@ -40,7 +41,7 @@ class SnapshotTree(w.VBox):
             return
         r = self.tree.row(node)
         rows = [("layer", node), ("name", r["name"]), ("kind", r["kind"]), ("live", r["live"]),
-                ("date", r["date"]), ("disk size", human_size(int(r["disk_size"]))),
+                ("date", "—" if pd.isna(r["date"]) else r["date"]), ("disk size", human_size(int(r["disk_size"]))),
                 ("exclusive", human_size(int(r["exclusive_bytes"]))),
                 ("freed if deleted", "—" if str(r["freed_bytes"]) == "<NA>" else human_size(int(r["freed_bytes"]))),
                 ("parent", r["parent"]), ("confidence", r["confidence"]), ("evidence", r["evidence"])]

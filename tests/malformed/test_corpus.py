@@ -15,6 +15,7 @@ import pytest
 
 import imgscope
 import imgscope.catalogue
+from imgscope.formats.registry import DRIVERS
 from conftest import require_qemu
 
 from .generate import Defect, build, corpus
@@ -96,7 +97,7 @@ def _one_line_error(p: subprocess.CompletedProcess) -> None:
     assert len(lines) == 1 and lines[0].startswith("imgscope: "), p.stderr
 
 
-@pytest.mark.parametrize("fmt", sorted(imgscope._drivers().keys() - {"raw"}))
+@pytest.mark.parametrize("fmt", sorted(DRIVERS.keys() - {"raw"}))
 @pytest.mark.parametrize("size", [0, 1])
 def test_cli_tiny_file_forced_format(tmp_path: Path, size: int, fmt: str):
     path = tmp_path / "tiny.img"

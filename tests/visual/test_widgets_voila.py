@@ -46,8 +46,9 @@ STATE = """JSON.stringify({
 
 #: choose s1 in the SnapshotTree's node picker, as a person would
 PICK_S1 = """(() => {
-  const sel = [...document.querySelectorAll('select')].find(s => [...s.options].some(o => o.value === 's1 [snapshot:1]'));
-  sel.value = 's1 [snapshot:1]';
+  const v = 's1 [snapshot:1]';
+  const sel = [...document.querySelectorAll('select')].find(s => [...s.options].some(o => o.value === v));
+  sel.value = v;
   sel.dispatchEvent(new Event('change', {bubbles: true}));
   return true;
 })()"""

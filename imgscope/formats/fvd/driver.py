@@ -42,6 +42,8 @@ _U = np.uint64
 #: guest map unit of a non-compact image without a base image (nothing finer exists in the format)
 NOMINAL_UNIT = 64 << 10
 MAX_UNIT = 1 << 30
+#: host offsets stay far from int64 overflow (offset arithmetic in numpy)
+MAX_OFFSET = 1 << 62
 
 
 def _text(raw: bytes) -> str:
@@ -74,6 +76,7 @@ def read_header(src: Source) -> Any:
     for name in ("metadata_size", "base_img_size", "bitmap_offset", "bitmap_size", "table_offset",
                  "journal_offset", "journal_size"):
         _require(h[name] >= 0, name, f"{h[name]} is negative")
+    _require(h.metadata_size + vs < MAX_OFFSET, "metadata_size", f"the data area ends past {MAX_OFFSET:#x}")
     if h.compact_image:
         c = h.chunk_size
         _require(0 < c <= MAX_UNIT and c % L.SECTOR == 0, "chunk_size", f"{c} is not a multiple of 512 in (0, 1 GiB]")

@@ -12,20 +12,17 @@ from functools import cached_property
 from typing import Any
 
 from ...errors import FormatError
-from ...image import Image
+from ...image import implemented_in
 from ...io import Source
 from ...limits import enforce
+from ..header import read_fixed_header
+from ..twolevel_image import TwoLevelImage
 from . import layout as L
 
 
 def read_header(src: Source) -> tuple[Any, int, str | None]:
     """(validated header, L1 entries, backing file name or None)."""
-    if src.size < L.HEADER_SIZE:
-        raise FormatError("qcow header", 0, f"file has {src.size} bytes, the header needs {L.HEADER_SIZE}")
-    raw = src.read(0, L.HEADER_SIZE, "qcow header")
-    if raw[:4] != L.MAGIC:
-        raise FormatError("qcow header.magic", 0, f"{raw[:4]!r} is not {L.MAGIC!r}")
-    h = L.Header.parse(raw)
+    h = L.Header.parse(read_fixed_header(src, L.HEADER_SIZE, "qcow", L.MAGIC))
     if h.version != L.VERSION:
         raise FormatError("qcow header.version", 4, f"version {h.version} is not 1")
     if h.size <= 1:
@@ -49,7 +46,7 @@ def read_header(src: Source) -> tuple[Any, int, str | None]:
     return h, l1_size, backing
 
 
-class QcowImage(Image):
+class QcowImage(TwoLevelImage):
     format = "qcow"
 
     def __init__(self, src: Source) -> None:
@@ -90,26 +87,6 @@ class QcowImage(Image):
             out["encrypted"] = True
         return out
 
-    # ---------------------------------------------------------------- mapping
-    @cached_property
-    def tables(self) -> Any:
-        from .tables import QcowTables
-        return QcowTables(self)
-
-    def guest_map(self, layer: str | int = "active") -> Any:
-        if layer not in ("active", None, 0):
-            raise KeyError(f"no layer {layer!r}: qcow images have only the active layer")
-        return self.tables.guest_map()
-
-    def extents(self) -> Any:
-        return self.tables.extents()
-
-    def reference_rows(self) -> Any:
-        return self.tables.reference_rows()
-
-    def refcounts(self, n: int) -> None:
-        return None
-
-    def check(self, **kw: Any) -> Any:
-        from .check import check_image
-        return check_image(self, **kw)
+    # ---------------------------------------------------------------- mapping, check
+    tables = cached_property(implemented_in("imgscope.formats.qcow.tables:QcowTables"))
+    check = implemented_in("imgscope.formats.qcow.check:check_image")

@@ -15,8 +15,8 @@ import numpy as np
 from ... import native
 from ...extents import Extents
 from ...limits import enforce
-from ...model import COMPRESSED, DATA, UNALLOCATED, GuestMap, ROLE_BIT
-from ..qcow2.refs import RefRows, _one, _rows
+from ...model import COMPRESSED, DATA, UNALLOCATED, GuestMap
+from ...refrows import RefRows, ranges
 from ..qcow2.status import unit_status
 from ..twolevel import guest_entries, load_l2
 from . import layout as L
@@ -87,16 +87,13 @@ class QcowTables:
     def reference_rows(self) -> RefRows:
         """Header (and backing name), the L1 table, every L2 table and every data or compressed cluster."""
         h = self.img.h
-        parts: list[tuple] = [_one(0, L.HEADER_SIZE, "header"), _one(self.l1_offset, self.l1_bytes, "l1", 0)]
+        parts: list[tuple] = [ranges(0, L.HEADER_SIZE, "header"), ranges(self.l1_offset, self.l1_bytes, "l1", 0)]
         if h.backing_file_offset:
-            parts.append(_one(h.backing_file_offset, h.backing_file_size, "header"))
-        l2off = self.l1[self.l1 != 0]
-        parts.append((l2off, np.full(len(l2off), self.table_bytes, _U), np.full(len(l2off), ROLE_BIT["l2"], np.uint8),
-                      np.zeros(len(l2off), np.int32), np.ones(len(l2off), np.uint32)))
+            parts.append(ranges(h.backing_file_offset, h.backing_file_size, "header"))
+        parts.append(ranges(self.l1[self.l1 != 0], self.table_bytes, "l2", 0))
         _, _, raw, _ = self.table_entries()
         kind, host, length, _ = classify(raw, self.cb)
         for k, role in ((DATA, "data"), (COMPRESSED, "compressed")):
             sel = kind == k
-            parts.append((host[sel], length[sel], np.full(int(sel.sum()), ROLE_BIT[role], np.uint8),
-                          np.zeros(int(sel.sum()), np.int32), np.ones(int(sel.sum()), np.uint32)))
-        return _rows(parts)
+            parts.append(ranges(host[sel], length[sel], role, 0))
+        return RefRows.join(parts)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Any
 
-from ...image import Image
+from ...image import Image, feature_bit_rows, implemented_in
 from ...io import Source
 from . import layout as L
 from .metadata import Qcow2Metadata, read_metadata
@@ -74,19 +74,9 @@ class Qcow2Image(Image):
         return out
 
     def feature_rows(self) -> list[dict[str, Any]]:
-        named = {(k, b): n for k, b, n in self.meta.feature_table}
-        words = {"incompatible": self.meta.incompatible, "compatible": self.meta.compatible,
-                 "autoclear": self.meta.autoclear}
-        rows = []
-        for kind, word in words.items():
-            bits = {b for (k, b) in L.FEATURE_NAMES if k == kind} | {b for (k, b) in named if k == kind}
-            bits |= {b for b in range(64) if word >> b & 1}
-            for bit in sorted(bits):
-                known = (kind, bit) in L.FEATURE_NAMES
-                rows.append({"name": L.FEATURE_NAMES.get((kind, bit)) or named.get((kind, bit)) or f"unknown bit {bit}",
-                             "kind": kind, "bit": bit, "set": bool(word >> bit & 1), "known": known,
-                             "table_name": named.get((kind, bit))})
-        return rows
+        m = self.meta
+        return feature_bit_rows({"incompatible": m.incompatible, "compatible": m.compatible, "autoclear": m.autoclear},
+                                L.FEATURE_NAMES, table_names={(k, b): n for k, b, n in m.feature_table})
 
     def extension_rows(self) -> list[dict[str, Any]]:
         rows = []
@@ -157,9 +147,7 @@ class Qcow2Image(Image):
             self._walk = walk(self)
         return self._walk
 
-    def check(self, **kw: Any) -> Any:
-        from .check import check_image
-        return check_image(self, **kw)
+    check = implemented_in("imgscope.formats.qcow2.check:check_image")
 
 
 def snapshot_json(s: Any) -> dict[str, Any]:

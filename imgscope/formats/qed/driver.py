@@ -14,9 +14,11 @@ from functools import cached_property
 from typing import Any
 
 from ...errors import FormatError
-from ...image import Image
+from ...image import feature_bit_rows, implemented_in
 from ...io import Source
 from ...limits import enforce
+from ..header import read_fixed_header
+from ..twolevel_image import TwoLevelImage
 from . import layout as L
 
 
@@ -36,12 +38,7 @@ def _power_of_two(v: int) -> bool:
 
 
 def read_meta(src: Source) -> QedMeta:
-    if src.size < L.HEADER_SIZE:
-        raise FormatError("qed header", 0, f"file has {src.size} bytes, the header needs {L.HEADER_SIZE}")
-    raw = src.read(0, L.HEADER_SIZE, "qed header")
-    if raw[:4] != L.MAGIC:
-        raise FormatError("qed header.magic", 0, f"{raw[:4]!r} is not {L.MAGIC!r}")
-    h = L.Header.parse(raw)
+    h = L.Header.parse(read_fixed_header(src, L.HEADER_SIZE, "qed", L.MAGIC))
     cs = h.cluster_size
     if not (_power_of_two(cs) and L.MIN_CLUSTER_SIZE <= cs <= L.MAX_CLUSTER_SIZE):
         raise FormatError("qed header.cluster_size", 4, f"{cs} is not a power of two in [4 KiB, 64 MiB]")
@@ -82,8 +79,9 @@ def _backing_name(src: Source, h: Any) -> str | None:
     return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
-class QedImage(Image):
+class QedImage(TwoLevelImage):
     format = "qed"
+    label = "QED"
 
     def __init__(self, src: Source) -> None:
         super().__init__(src)
@@ -122,16 +120,9 @@ class QedImage(Image):
         return out
 
     def feature_rows(self) -> list[dict[str, Any]]:
-        words = {"incompatible": self.h.features, "compatible": self.h.compat_features,
-                 "autoclear": self.h.autoclear_features}
-        rows = []
-        for kind, word in words.items():
-            bits = {b for (k, b) in L.FEATURE_NAMES if k == kind} | {b for b in range(64) if word >> b & 1}
-            for bit in sorted(bits):
-                name = L.FEATURE_NAMES.get((kind, bit))
-                rows.append({"name": name or f"unknown bit {bit}", "kind": kind, "bit": bit,
-                             "set": bool(word >> bit & 1), "known": name is not None, "table_name": None})
-        return rows
+        h = self.h
+        return feature_bit_rows({"incompatible": h.features, "compatible": h.compat_features,
+                                 "autoclear": h.autoclear_features}, L.FEATURE_NAMES)
 
     def info_dict(self) -> dict[str, Any]:
         out = super().info_dict()
@@ -139,26 +130,6 @@ class QedImage(Image):
         out["imgscope-need-check"] = self.dirty
         return out
 
-    # ---------------------------------------------------------------- mapping
-    @cached_property
-    def tables(self) -> Any:
-        from .tables import QedTables
-        return QedTables(self)
-
-    def guest_map(self, layer: str | int = "active") -> Any:
-        if layer not in ("active", None, 0):
-            raise KeyError(f"no layer {layer!r}: QED images have only the active layer")
-        return self.tables.guest_map()
-
-    def extents(self) -> Any:
-        return self.tables.extents()
-
-    def reference_rows(self) -> Any:
-        return self.tables.reference_rows()
-
-    def refcounts(self, n: int) -> None:
-        return None
-
-    def check(self, **kw: Any) -> Any:
-        from .check import check_image
-        return check_image(self, **kw)
+    # ---------------------------------------------------------------- mapping, check
+    tables = cached_property(implemented_in("imgscope.formats.qed.tables:QedTables"))
+    check = implemented_in("imgscope.formats.qed.check:check_image")

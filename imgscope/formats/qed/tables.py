@@ -18,8 +18,8 @@ from ... import native
 from ...errors import FormatError
 from ...extents import Extents
 from ...limits import enforce
-from ...model import DATA, UNALLOCATED, ZERO, GuestMap, ROLE_BIT
-from ..qcow2.refs import RefRows, _one, _rows
+from ...model import DATA, UNALLOCATED, ZERO, GuestMap
+from ...refrows import RefRows, ranges
 from ..qcow2.status import unit_status
 from ..twolevel import L2Store, guest_entries, le64, load_l2
 from . import layout as L
@@ -97,17 +97,12 @@ class QedTables:
     # ------------------------------------------------------------------ references
     def reference_rows(self) -> RefRows:
         """Header clusters, the L1 table, every L2 table (once per L1 entry) and every data cluster."""
-        cs = self.cs
-        parts: list[tuple] = [_one(0, self.header_bytes, "header"), _one(self.l1_offset, self.table_bytes, "l1", 0)]
+        parts: list[tuple] = [ranges(0, self.header_bytes, "header"), ranges(self.l1_offset, self.table_bytes, "l1", 0)]
         used = (self.l1 != 0) & self.l1_valid
-        l2off = self.l1[used]
-        parts.append((l2off, np.full(len(l2off), self.table_bytes, _U), np.full(len(l2off), ROLE_BIT["l2"], np.uint8),
-                      np.zeros(len(l2off), np.int32), np.ones(len(l2off), np.uint32)))
+        parts.append(ranges(self.l1[used], self.table_bytes, "l2", 0))
         weight = np.bincount(self.store.slot[used], minlength=len(self.store.offsets)).astype(np.uint32)
         if len(weight):
             ent = self.store.tables
             data = ent > L.ENTRY_ZERO
-            w = np.broadcast_to(weight[:, None], ent.shape)[data]
-            parts.append((ent[data], np.full(len(w), cs, _U), np.full(len(w), ROLE_BIT["data"], np.uint8),
-                          np.zeros(len(w), np.int32), w))
-        return _rows(parts)
+            parts.append(ranges(ent[data], self.cs, "data", 0, np.broadcast_to(weight[:, None], ent.shape)[data]))
+        return RefRows.join(parts)

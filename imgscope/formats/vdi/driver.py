@@ -16,9 +16,10 @@ from functools import cached_property
 from typing import Any
 
 from ...errors import FormatError, ImgscopeError
-from ...image import Image
+from ...image import Image, implemented_in
 from ...io import Source
 from ...limits import enforce
+from ..header import read_fixed_header
 from . import layout as L
 
 NULL_UUID = bytes(16)
@@ -30,9 +31,7 @@ def _uuid(raw: bytes) -> str:
 
 def read_header(src: Source) -> tuple[Any, list[str]]:
     """(validated header, what qemu would refuse)."""
-    if src.size < L.HEADER_SIZE:
-        raise FormatError("vdi header", 0, f"file has {src.size} bytes, the header needs {L.HEADER_SIZE}")
-    h = L.Header.parse(src.read(0, L.HEADER_SIZE, "vdi header"))
+    h = L.Header.parse(read_fixed_header(src, L.HEADER_SIZE, "vdi"))
     if h.signature != L.SIGNATURE:
         raise FormatError("vdi header.signature", 0x40, f"{h.signature:#x} is not {L.SIGNATURE:#x}")
     if h.version != L.VERSION_1_1:
@@ -60,6 +59,7 @@ def read_header(src: Source) -> tuple[Any, list[str]]:
 
 class VdiImage(Image):
     format = "vdi"
+    label = "VDI"
 
     def __init__(self, src: Source) -> None:
         super().__init__(src)
@@ -122,24 +122,12 @@ class VdiImage(Image):
                 out.append(path)
         return out
 
-    # ---------------------------------------------------------------- mapping
+    # ---------------------------------------------------------------- mapping, check
     def guest_map(self, layer: str | int = "active") -> Any:
-        if layer not in ("active", None, 0):
-            raise KeyError(f"no layer {layer!r}: VDI images have only the active layer")
+        self.require_active_layer(layer)
         from .tables import guest_map
         return guest_map(self)
 
-    def extents(self) -> Any:
-        from .tables import extents
-        return extents(self)
-
-    def reference_rows(self) -> Any:
-        from .tables import reference_rows
-        return reference_rows(self)
-
-    def refcounts(self, n: int) -> None:
-        return None
-
-    def check(self, **kw: Any) -> Any:
-        from .check import check_image
-        return check_image(self, **kw)
+    extents = implemented_in("imgscope.formats.vdi.tables:extents")
+    reference_rows = implemented_in("imgscope.formats.vdi.tables:reference_rows")
+    check = implemented_in("imgscope.formats.vdi.check:check_image")

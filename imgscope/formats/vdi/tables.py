@@ -18,8 +18,8 @@ import numpy as np
 from ... import native
 from ...extents import DATA as S_DATA, OFFSET_VALID, ZERO as S_ZERO, Extents
 from ...limits import enforce
-from ...model import DATA, UNALLOCATED, ZERO, GuestMap, ROLE_BIT
-from ..qcow2.refs import RefRows, _one, _rows
+from ...model import DATA, UNALLOCATED, ZERO, GuestMap
+from ...refrows import RefRows, ranges
 from ..qcow2.status import unit_status
 from . import layout as L
 
@@ -103,8 +103,5 @@ def reference_rows(img: Any) -> RefRows:
     h = img.h
     e = img.bmap
     alloc = e[allocated(e)]
-    parts: list[tuple] = [_one(0, L.HEADER_SIZE, "header"), _one(h.offset_bmap, h.blocks_in_image * 4, "l1", 0),
-                          (slot_offsets(img, alloc), np.full(len(alloc), img.slot_size, _U),
-                           np.full(len(alloc), ROLE_BIT["data"], np.uint8), np.zeros(len(alloc), np.int32),
-                           np.ones(len(alloc), np.uint32))]
-    return _rows(parts)
+    return RefRows.join([ranges(0, L.HEADER_SIZE, "header"), ranges(h.offset_bmap, h.blocks_in_image * 4, "l1", 0),
+                         ranges(slot_offsets(img, alloc), img.slot_size, "data", 0)])

@@ -8,15 +8,16 @@ from __future__ import annotations
 from typing import Any
 
 from ... import model
-from ...image import Image
+from ...image import Image, implemented_in
 from ...io import Source
-from ...model import ROLE_BIT, GuestMap
+from ...model import GuestMap
 from . import layout as L
 from .metadata import bat_entries, read_metadata
 
 
 class VhdxImage(Image):
     format = "vhdx"
+    qemu_shows_backing = False  # qemu 7.2 cannot open differencing VHDX files
 
     def __init__(self, src: Source) -> None:
         super().__init__(src)
@@ -79,8 +80,6 @@ class VhdxImage(Image):
     def info_dict(self) -> dict[str, Any]:
         out = super().info_dict()
         out["dirty-flag"] = False  # qemu's value for every VHDX it opens
-        for key in ("backing-filename", "full-backing-filename", "backing-filename-format"):
-            out.pop(key, None)  # qemu 7.2 cannot open differencing VHDX files
         return out
 
     # ---------------------------------------------------------------- mapping
@@ -118,31 +117,17 @@ class VhdxImage(Image):
     def reference_rows(self) -> Any:
         import numpy as np
 
-        from ..qcow2.refs import GLOBAL, RefRows
+        from ...refrows import RefRows, ranges
         _U = np.uint64
         m = self.meta
         h = m.header
-        rows = [(0, L.HEADER_SECTION, "header"), (h.log_offset, h.log_length, "header"),
-                (m.bat_region.file_offset, m.bat_region.length, "l1"),
-                (m.metadata_region.file_offset, m.metadata_region.length, "header")]
-        off = [r[0] for r in rows]
-        ln = [r[1] for r in rows]
-        role = [ROLE_BIT[r[2]] for r in rows]
         gm = self.guest_map()
-        data = gm.host[gm.kind == model.DATA]
-        bitmap_idx = np.arange(m.chunk_ratio, len(m.bat), m.chunk_ratio + 1)
-        bm = m.bat[bitmap_idx]
+        bm = m.bat[np.arange(m.chunk_ratio, len(m.bat), m.chunk_ratio + 1)]
         bm = bm[(bm & _U(L.BAT_STATE_MASK)) == L.FULLY_PRESENT] & _U(L.BAT_OFFSET_MASK)
-        off_a = np.concatenate([np.array(off, _U), data, bm])
-        len_a = np.concatenate([np.array(ln, _U), np.full(len(data), _U(m.block_size)), np.full(len(bm), _U(L.MiB))])
-        role_a = np.concatenate([np.array(role, np.uint8), np.full(len(data), ROLE_BIT["data"], np.uint8),
-                                 np.full(len(bm), ROLE_BIT["bitmap_data"], np.uint8)])
-        owner = np.concatenate([np.full(len(rows), GLOBAL, np.int32), np.zeros(len(data) + len(bm), np.int32)])
-        return RefRows(off_a, len_a, role_a, owner, np.ones(len(off_a), np.uint32))
+        return RefRows.join([ranges(0, L.HEADER_SECTION, "header"), ranges(h.log_offset, h.log_length, "header"),
+                             ranges(m.bat_region.file_offset, m.bat_region.length, "l1"),
+                             ranges(m.metadata_region.file_offset, m.metadata_region.length, "header"),
+                             ranges(gm.host[gm.kind == model.DATA], m.block_size, "data", 0),
+                             ranges(bm, L.MiB, "bitmap_data", 0)])
 
-    def refcounts(self, n: int) -> None:
-        return None
-
-    def check(self, **kw: Any) -> Any:
-        from .check import check_image
-        return check_image(self)
+    check = implemented_in("imgscope.formats.vhdx.check:check_image")

@@ -12,7 +12,7 @@ from functools import cached_property
 from typing import Any
 
 from ...errors import FormatError, UnsupportedFormat
-from ...image import Image
+from ...image import Image, feature_bit_rows, implemented_in
 from ...io import Source
 from ...limits import LIMITS
 from . import descriptor as D
@@ -131,10 +131,8 @@ class VmdkImage(Image):
         sparse = [e for e in self.extents_list if not e.flat]
         if not sparse:
             return []
-        flags = sparse[0].header.flags
-        bits = set(L.FLAG_NAMES) | {b for b in range(32) if flags >> b & 1}
-        return [{"name": L.FLAG_NAMES.get(b, f"unknown bit {b}"), "kind": "compatible", "bit": b,
-                 "set": bool(flags >> b & 1), "known": b in L.FLAG_NAMES, "table_name": None} for b in sorted(bits)]
+        return feature_bit_rows({"compatible": sparse[0].header.flags},
+                                {("compatible", b): n for b, n in L.FLAG_NAMES.items()}, width=32)
 
     def extension_rows(self) -> list[dict[str, Any]]:
         """One row per extent (descriptor order)."""
@@ -162,26 +160,12 @@ class VmdkImage(Image):
                                                           "create-type": self.create_type, "extents": exts}}
         return out
 
-    # ---------------------------------------------------------------- mapping
-    @cached_property
-    def grains(self) -> Any:
-        from .maps import Grains
-        return Grains(self)
+    # ---------------------------------------------------------------- mapping, check
+    grains = cached_property(implemented_in("imgscope.formats.vmdk.maps:Grains"))
 
     def guest_map(self, layer: str | int = "active") -> Any:
         return self.grains.guest_map()
 
-    def extents(self) -> Any:
-        from .maps import block_status
-        return block_status(self)
-
-    def reference_rows(self) -> Any:
-        from .maps import reference_rows
-        return reference_rows(self)
-
-    def refcounts(self, n: int) -> None:
-        return None
-
-    def check(self, **kw: Any) -> Any:
-        from .check import check_image
-        return check_image(self)
+    extents = implemented_in("imgscope.formats.vmdk.maps:block_status")
+    reference_rows = implemented_in("imgscope.formats.vmdk.maps:reference_rows")
+    check = implemented_in("imgscope.formats.vmdk.check:check_image")

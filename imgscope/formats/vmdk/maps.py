@@ -15,9 +15,9 @@ import numpy as np
 from ... import model
 from ...extents import DATA, OFFSET_VALID, ZERO, Extents
 from ...limits import enforce
-from ...model import ROLE_BIT, GuestMap
+from ...model import GuestMap
+from ...refrows import RefRows, ranges
 from ..flat import concat_pieces, recurse_pieces
-from ..qcow2.refs import GLOBAL, RefRows
 from . import layout as L
 from .extent import Extent
 
@@ -124,40 +124,33 @@ def block_status(img: Any) -> Extents:
 
 
 def reference_rows(img: Any) -> RefRows:
-    """Byte ranges of the image's own file (extents stored in other files are not listed)."""
-    parts: list[tuple] = []
+    """Byte ranges of the image's own file (extents stored in other files are not listed).
 
-    def one(off: int, length: int, role: str) -> None:
-        # sector fields * 512 may pass 2^64: such a range lies past EOF anyway (clamped, then dropped)
-        parts.append(([min(off, 2**64 - 1)], [min(length, 2**64 - 1)], [ROLE_BIT[role]], [GLOBAL], [1]))
-
+    A descriptor file (split or flat disk) is one "header" range: see docs/formats/vmdk.md.
+    """
     own = [(i, e) for i, e in enumerate(img.extents_list) if e.src is img.src]
-    if not own:
-        one(0, img.src.size, "header")  # a descriptor file: all text
+    parts: list[tuple] = [] if own else [ranges(0, img.src.size, "header")]  # a descriptor file: all text
     for i, ext in own:
-        _sparse_rows(img, i, ext, one, parts)
-    cols = list(zip(*parts))
-    return RefRows(*(np.concatenate([np.asarray(c, dt).reshape(-1) for c in col])
-                     for col, dt in zip(cols, (_U, _U, np.uint8, np.int32, np.uint32))))
+        parts += _sparse_rows(img, i, ext)
+    return RefRows.join(parts)
 
 
-def _sparse_rows(img: Any, i: int, ext: Extent, one: Any, parts: list) -> None:
+def _sparse_rows(img: Any, i: int, ext: Extent) -> list[tuple]:
+    # sector fields * 512 may pass 2^64: ranges() clamps them (past EOF, then dropped)
     h = ext.header
-    one(0, L.HEADER_SIZE, "header")
+    parts = [ranges(0, L.HEADER_SIZE, "header")]
     if ext.header_offset:
-        one(ext.header_offset - L.SECTOR, L.STREAM_FOOTER_SIZE, "header")
+        parts.append(ranges(ext.header_offset - L.SECTOR, L.STREAM_FOOTER_SIZE, "header"))
     if h.descriptor_offset:
-        one(h.descriptor_offset * L.SECTOR, h.descriptor_size * L.SECTOR, "header")
+        parts.append(ranges(h.descriptor_offset * L.SECTOR, h.descriptor_size * L.SECTOR, "header"))
     for d in (ext.gd, ext.rgd):
         if d is None:
             continue
         at = (h.gd_offset if d is ext.gd else h.rgd_offset) * L.SECTOR
-        one(at, len(d) * 4, "l1")
-        gts = d[d != 0].astype(_U) * _U(L.SECTOR)
-        parts.append((gts, np.full(len(gts), _U(ext.gtes * 4)), np.full(len(gts), ROLE_BIT["l2"]),
-                      np.full(len(gts), GLOBAL), np.ones(len(gts))))
+        parts.append(ranges(at, len(d) * 4, "l1"))
+        parts.append(ranges(d[d != 0].astype(_U) * _U(L.SECTOR), ext.gtes * 4, "l2"))
     g = img.grains.of(i)
     for kind, role in ((model.DATA, "data"), (model.COMPRESSED, "compressed")):
         sel = g.kind == kind
-        k = int(sel.sum())
-        parts.append((g.host[sel], g.length[sel], np.full(k, ROLE_BIT[role]), np.zeros(k), np.ones(k)))
+        parts.append(ranges(g.host[sel], g.length[sel], role, 0))
+    return parts

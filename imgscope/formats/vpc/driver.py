@@ -12,7 +12,7 @@ from functools import cached_property
 from typing import Any
 
 from ...errors import FormatError
-from ...image import Image
+from ...image import Image, implemented_in
 from ...io import Source
 from ...limits import enforce
 from . import layout as L
@@ -99,6 +99,7 @@ def _read_dynamic(src: Source, meta: VhdMeta) -> None:
 
 class VpcImage(Image):
     format = "vpc"
+    qemu_shows_backing = False  # qemu 7.2 does not follow VHD parents
 
     def __init__(self, src: Source) -> None:
         super().__init__(src)
@@ -179,31 +180,14 @@ class VpcImage(Image):
         name = self.parent_name
         return (name, "vpc") if name else None
 
-    def info_dict(self) -> dict[str, Any]:
-        out = super().info_dict()
-        for key in ("backing-filename", "full-backing-filename", "backing-filename-format"):
-            out.pop(key, None)  # qemu 7.2 does not follow VHD parents
-        return out
-
-    # ---------------------------------------------------------------- mapping
+    # ---------------------------------------------------------------- mapping, check
     def guest_map(self, layer: str | int = "active") -> Any:
         from .maps import guest_map
         return guest_map(self)
 
-    def extents(self) -> Any:
-        from .maps import extents
-        return extents(self)
-
-    def reference_rows(self) -> Any:
-        from .maps import reference_rows
-        return reference_rows(self)
-
-    def refcounts(self, n: int) -> None:
-        return None
-
-    def check(self, **kw: Any) -> Any:
-        from .check import check_image
-        return check_image(self)
+    extents = implemented_in("imgscope.formats.vpc.maps:extents")
+    reference_rows = implemented_in("imgscope.formats.vpc.maps:reference_rows")
+    check = implemented_in("imgscope.formats.vpc.check:check_image")
 
 
 def _utf16(raw: bytes, enc: str) -> str:

@@ -8,9 +8,9 @@ import numpy as np
 from ... import model
 from ...extents import DATA, OFFSET_VALID, ZERO, Extents
 from ...limits import enforce
-from ...model import ROLE_BIT, GuestMap
+from ...model import GuestMap
+from ...refrows import RefRows, ranges
 from ..flat import concat_pieces, recurse_pieces
-from ..qcow2.refs import GLOBAL, RefRows
 from . import layout as L
 
 _U = np.uint64
@@ -79,27 +79,19 @@ def reference_rows(img: Any) -> RefRows:
     """Every byte range the file references: footers, dynamic header, BAT, bitmaps, blocks."""
     m = img.meta
     parts: list[tuple] = []
-
-    def one(off: int, length: int, role: str) -> None:
-        parts.append(([off], [length], [ROLE_BIT[role]], [GLOBAL], [1]))
-
     if m.dynamic:
-        one(0, L.FOOTER_SIZE, "header")
-        one(m.footer.data_offset, L.DYN_HEADER_SIZE, "header")
-        one(m.dyn.table_offset, m.bat_bytes, "l1")
+        parts.append(ranges(0, L.FOOTER_SIZE, "header"))
+        parts.append(ranges(m.footer.data_offset, L.DYN_HEADER_SIZE, "header"))
+        parts.append(ranges(m.dyn.table_offset, m.bat_bytes, "l1"))
         for loc in m.dyn.parent_locators:
             if loc.platform_code != b"\0\0\0\0" and loc.platform_data_length:
-                one(loc.platform_data_offset, loc.platform_data_length, "header")
+                parts.append(ranges(loc.platform_data_offset, loc.platform_data_length, "header"))
         _, alloc, host = block_table(img)
         h = host[alloc]
-        k = len(h)
-        parts.append((h - _U(m.bitmap_size), np.full(k, m.bitmap_size, _U), np.full(k, ROLE_BIT["bitmap_data"]),
-                      np.zeros(k), np.ones(k)))
-        parts.append((h, np.full(k, m.block_size, _U), np.full(k, ROLE_BIT["data"]), np.zeros(k), np.ones(k)))
+        parts.append(ranges(h - _U(m.bitmap_size), m.bitmap_size, "bitmap_data", 0))
+        parts.append(ranges(h, m.block_size, "data", 0))
     else:
-        parts.append(([0], [m.virtual_size], [ROLE_BIT["data"]], [0], [1]))
+        parts.append(ranges(0, m.virtual_size, "data", 0))
     if img.src.size >= L.FOOTER_SIZE:
-        one(img.src.size - L.FOOTER_SIZE, L.FOOTER_SIZE, "header")
-    cols = list(zip(*parts))
-    return RefRows(*(np.concatenate([np.asarray(c, dt).reshape(-1) for c in col])
-                     for col, dt in zip(cols, (_U, _U, np.uint8, np.int32, np.uint32))))
+        parts.append(ranges(img.src.size - L.FOOTER_SIZE, L.FOOTER_SIZE, "header"))
+    return RefRows.join(parts)
