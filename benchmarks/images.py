@@ -40,10 +40,11 @@ def _run(argv: list[str], stdin: str | None = None) -> None:
         raise RuntimeError(f"{' '.join(argv[:4])}... failed ({proc.returncode}): {proc.stderr.strip()[:500]}")
 
 
-def _qemu_io(path: Path, commands: list[str], *, allow_fail: bool = False, cache: str = "unsafe") -> None:
-    """Run qemu-io commands fed through stdin (no argv limit); cache=unsafe (no flushes) unless told."""
+def _qemu_io(path: Path, commands: list[str], *, allow_fail: bool = False, cache: str | None = "unsafe") -> None:
+    """Run qemu-io commands fed through stdin (no argv limit); cache=unsafe (no flushes) unless told
+    (None: qemu-io's default, writethrough)."""
     script = "\n".join(commands) + "\nquit\n"
-    proc = subprocess.run(["qemu-io", "-t", cache, "-f", "qcow2", str(path)], input=script,
+    proc = subprocess.run(["qemu-io", *(["-t", cache] if cache else []), "-f", "qcow2", str(path)], input=script,
                           capture_output=True, text=True)
     if proc.returncode != 0 and not allow_fail:
         raise RuntimeError(f"qemu-io on {path} failed: {proc.stderr.strip()[:500]}")
@@ -95,11 +96,15 @@ def build_dirty(path: Path, sz: Sizes) -> None:
     rng = random.Random(2)
     ncl = half // 65536
     cmds = [f"write -P 9 {half + rng.randrange(ncl) * 65536} 4k" for _ in range(sz.dirty_writes)]
-    # writeback, not unsafe: the L2 updates must reach the file before the abort loses the refcounts
-    _qemu_io(path, cmds + ["abort"], allow_fail=True, cache="writeback")
+    # writethrough (qemu-io's default): each L2 update reaches the file; the lazy refcounts die with the abort
+    _qemu_io(path, cmds + ["abort"], allow_fail=True, cache=None)
 
 
 BUILDERS = {"tib": build_tib, "snap1000": build_snapshots, "scattered": build_scattered, "dirty": build_dirty}
+
+
+#: version of build_dirty (bump when a builder changes, so its cached image is rebuilt)
+BUILD_VERSION = 2
 
 
 def ensure(name: str, work: Path, sz: Sizes, log=print) -> tuple[Path, dict]:
@@ -107,7 +112,7 @@ def ensure(name: str, work: Path, sz: Sizes, log=print) -> tuple[Path, dict]:
     work.mkdir(parents=True, exist_ok=True)
     path = work / f"{name}.qcow2"
     stamp = work / f"{name}.json"
-    params = asdict(sz)
+    params = {**asdict(sz), "builder": BUILD_VERSION} if name == "dirty" else asdict(sz)
     if path.exists() and stamp.exists():
         rec = json.loads(stamp.read_text())
         if rec.get("params") == params:

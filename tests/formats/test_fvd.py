@@ -159,6 +159,17 @@ def compact(tmp_path: Path) -> tuple[Path, Spec, dict]:
     return tmp_path / "c.fvd", spec, build(tmp_path / "c.fvd", spec)
 
 
+def test_layout_offsets_match_formats_md() -> None:
+    """The packed offsets FORMATS.md §9.1 lists."""
+    assert L.HEADER_SIZE == 4336 and L.HEADER_REGION == 8192
+    assert {n: L.field_offset(n) for n in ("base_img", "base_img_size", "bitmap_offset", "block_size", "data_file",
+                                           "prefetch_start_delay", "compact_image", "chunk_size", "add_storage_cmd",
+                                           "journal_offset", "clean_shutdown", "write_updates_base_img")} == {
+        "base_img": 0x1C, "base_img_size": 0x42C, "bitmap_offset": 0x434, "block_size": 0x444, "data_file": 0x454,
+        "prefetch_start_delay": 0x864, "compact_image": 0x8A0, "chunk_size": 0x8AC, "add_storage_cmd": 0x8BC,
+        "journal_offset": 0x10BC, "clean_shutdown": 0x10CC, "write_updates_base_img": 0x10E0}
+
+
 def test_header_and_detection(compact) -> None:
     path, spec, facts = compact
     with imgscope.open(path) as img:
@@ -386,7 +397,7 @@ def test_malformed_journal_record(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("field_, value, words", [
     ("version", 2, "version"), ("virtual_disk_size", 1000, "multiple of 512"), ("chunk_size", 0, "chunk_size"),
-    ("chunk_size", 100, "chunk_size"), ("metadata_size", -1, "negative"),
+    ("chunk_size", 100, "chunk_size"), ("metadata_size", -1, "negative"), ("metadata_size", 1 << 62, "data area"),
 ])
 def test_rejected_headers(tmp_path: Path, field_: str, value: int, words: str) -> None:
     build(tmp_path / "r.fvd", Spec(header={field_: value}))

@@ -13,6 +13,7 @@ import json
 import os
 import select
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -38,7 +39,7 @@ def chromium() -> str:
 
 
 def _run(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
-    with tempfile.TemporaryDirectory(prefix="imgscope-chromium-") as profile:
+    with tempfile.TemporaryDirectory(prefix="imgscope-chromium-", ignore_cleanup_errors=True) as profile:
         return subprocess.run([chromium(), *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True,
                               timeout=timeout, stdin=subprocess.DEVNULL)
 
@@ -87,7 +88,7 @@ class DevTools:
     """One headless Chromium page driven over the DevTools protocol (``--remote-debugging-pipe``)."""
 
     def __init__(self, width: int = 1280, height: int = 2000) -> None:
-        self._profile = tempfile.TemporaryDirectory(prefix="imgscope-chromium-")
+        self._profile = tempfile.TemporaryDirectory(prefix="imgscope-chromium-", ignore_cleanup_errors=True)
         to_chrome_r, self._to_chrome = os.pipe()
         self._from_chrome, from_chrome_w = os.pipe()
         # the child's ends move above fd 9, so "3<&A 4>&B" cannot overwrite one before it is copied (bash: dash
@@ -97,13 +98,14 @@ class DevTools:
                f"--user-data-dir={self._profile.name}", "--remote-debugging-pipe",
                f"--window-size={width},{height}", "about:blank"]
         self.proc = subprocess.Popen(cmd, pass_fds=(to_chrome_r, from_chrome_w), stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         os.close(to_chrome_r)
         os.close(from_chrome_w)
         self._buf, self._id, self.session = b"", 0, None
         try:
             targets = self.call("Target.getTargets")["targetInfos"]
-            page = next(t["targetId"] for t in targets if t["type"] == "page")
+            pages = [t["targetId"] for t in targets if t["type"] == "page"]
+            page = pages[0] if pages else self.call("Target.createTarget", url="about:blank")["targetId"]
             self.session = self.call("Target.attachToTarget", targetId=page, flatten=True)["sessionId"]
             self.call("Page.enable")
         except BaseException:
@@ -117,19 +119,22 @@ class DevTools:
         self.close()
 
     def close(self) -> None:
-        """Stop this browser (only the process this object started) and drop its profile."""
+        """Stop this browser (the process group this object started) and drop its profile."""
         for fd in (self._to_chrome, self._from_chrome):
             try:
                 os.close(fd)
             except OSError:
                 pass
-        if self.proc.poll() is None:
-            self.proc.terminate()
+        for sig in (signal.SIGTERM, signal.SIGKILL):   # the browser's own process group: it and its helpers
             try:
+                os.killpg(self.proc.pid, sig)
                 self.proc.wait(10)
+                break
+            except ProcessLookupError:
+                break
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+                continue
+        self.proc.poll()
         self._profile.cleanup()
 
     def call(self, method: str, timeout: float = 60, **params: Any) -> dict[str, Any]:

@@ -31,11 +31,12 @@ import numpy as np
 from ... import native
 from ...errors import FormatError
 from ...extents import OFFSET_VALID, Extents
-from ...image import Image
+from ...image import Image, implemented_in
 from ...io import Source
 from ...limits import enforce
-from ...model import DATA, UNALLOCATED, ZERO, GuestMap, ROLE_BIT
-from ..qcow2.refs import RefRows, _one, _rows
+from ...model import DATA, UNALLOCATED, ZERO, GuestMap
+from ...refrows import RefRows, ranges
+from ..header import read_fixed_header
 from . import layout as L
 
 _U = np.uint64
@@ -52,24 +53,12 @@ def _text(raw: bytes) -> str:
 
 def _require(cond: bool, field: str, reason: str) -> None:
     if not cond:
-        raise FormatError(f"fvd header.{field}", _field_offset(field), reason)
-
-
-def _field_offset(name: str) -> int:
-    off = 0
-    for sc in L.Header.subcons:
-        if sc.name == name:
-            return off
-        off += sc.sizeof()
-    return 0
+        raise FormatError(f"fvd header.{field}", L.field_offset(field), reason)
 
 
 def read_header(src: Source) -> Any:
     """The validated header: what the patch's ``fvd_open`` rejects, plus every size imgscope allocates for."""
-    if src.size < L.HEADER_SIZE:
-        raise FormatError("fvd header", 0, f"file has {src.size} bytes, the header needs {L.HEADER_SIZE}")
-    h = L.Header.parse(src.read(0, L.HEADER_SIZE, "fvd header"))
-    _require(h.magic == L.MAGIC, "magic", f"{h.magic:#x} is not {L.MAGIC:#x}")
+    h = L.Header.parse(read_fixed_header(src, L.HEADER_SIZE, "fvd", L.MAGIC.to_bytes(4, "little")))
     _require(h.version == L.VERSION, "version", f"version {h.version} is not {L.VERSION}")
     vs = h.virtual_disk_size
     _require(vs >= 0 and vs % L.SECTOR == 0, "virtual_disk_size", f"{vs} is not a non-negative multiple of 512")
@@ -107,6 +96,7 @@ class JournalRecord:
 
 class FvdImage(Image):
     format = "fvd"
+    label = "FVD"
 
     def __init__(self, src: Source) -> None:
         super().__init__(src)
@@ -258,8 +248,7 @@ class FvdImage(Image):
 
     # ---------------------------------------------------------------- mapping
     def guest_map(self, layer: str | int = "active") -> GuestMap:
-        if layer not in ("active", None, 0):
-            raise KeyError(f"no layer {layer!r}: FVD images have only the active layer")
+        self.require_active_layer(layer)
         unit = self.unit
         n = enforce("max_guest_clusters", -(-self.virtual_size // unit), "fvd guest map")
         guest = np.arange(n, dtype=_U) * _U(unit)
@@ -334,29 +323,21 @@ class FvdImage(Image):
     def reference_rows(self) -> RefRows:
         """Header (``header``), bitmap (``bitmap_data``), table (``l1``), journal (``header``), data chunks."""
         h = self.h
-        parts: list[tuple] = [_one(0, L.HEADER_SIZE, "header")]
+        parts: list[tuple] = [ranges(0, L.HEADER_SIZE, "header")]
         if self.base_in_use and h.bitmap_size:
-            parts.append(_one(h.bitmap_offset, h.bitmap_size, "bitmap_data"))
+            parts.append(ranges(h.bitmap_offset, h.bitmap_size, "bitmap_data"))
         if self.compact:
-            parts.append(_one(h.table_offset, L.table_bytes(self.virtual_size, h.chunk_size), "l1"))
+            parts.append(ranges(h.table_offset, L.table_bytes(self.virtual_size, h.chunk_size), "l1"))
         if h.journal_size:
-            parts.append(_one(h.journal_offset, h.journal_size, "header"))
+            parts.append(ranges(h.journal_offset, h.journal_size, "header"))
         if self.data_file:
-            return _rows(parts)
+            return RefRows.join(parts)
         if self.compact:
             alloc, idx = self.chunk_index()
-            off = self.chunk_offsets(idx[alloc])
-            k = len(off)
-            parts.append((off, np.full(k, h.chunk_size, _U), np.full(k, ROLE_BIT["data"], np.uint8),
-                          np.zeros(k, np.int32), np.ones(k, np.uint32)))
+            parts.append(ranges(self.chunk_offsets(idx[alloc]), h.chunk_size, "data", 0))
         elif self.virtual_size:
-            parts.append(([self.data_offset], [self.virtual_size], [ROLE_BIT["data"]], [0], [1]))
-        return _rows(parts)
+            parts.append(ranges(self.data_offset, self.virtual_size, "data", 0))
+        return RefRows.join(parts)
 
-    def refcounts(self, n: int) -> None:
-        return None
-
-    def check(self, **kw: Any) -> Any:
-        from .check import check_image
-        return check_image(self)
+    check = implemented_in("imgscope.formats.fvd.check:check_image")
 

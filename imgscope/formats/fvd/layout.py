@@ -77,11 +77,22 @@ Header = cs.Struct(
     "write_updates_base_img" / cs.Bytes(16),
 )
 
+
+def field_offset(name: str) -> int:
+    """Byte offset of a header field (the header is packed: the sum of the sizes before it)."""
+    off = 0
+    for sc in Header.subcons:
+        if sc.name == name:
+            return off
+        off += sc.sizeof()
+    raise KeyError(name)
+
+
 HEADER_SIZE = Header.sizeof()
 #: the header region: the bitmap (the first region after it) starts on the next page boundary
 HEADER_REGION = -(-HEADER_SIZE // PAGE) * PAGE
 #: byte offset of ``clean_shutdown`` (tests flip it to build dirty images)
-CLEAN_SHUTDOWN_OFFSET = 0x10CC
+CLEAN_SHUTDOWN_OFFSET = field_offset("clean_shutdown")  # 0x10CC
 
 #: the string fields (NUL-terminated in the file)
 TEXT_FIELDS = ("base_img", "base_img_fmt", "data_file", "data_file_fmt", "add_storage_cmd", "write_updates_base_img")

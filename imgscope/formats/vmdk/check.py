@@ -110,13 +110,14 @@ def _placement(res: CheckResult, ext: Any, g: Any, used: np.ndarray) -> None:
     if not len(idx):
         return
     host, length = g.host[idx], g.length[idx]
-    low = (g.kind[idx] == model.DATA) & (host < _U(ext.header.overhead * L.SECTOR))
+    low = (g.kind[idx] == model.DATA) & (host < _U(min(ext.header.overhead * L.SECTOR, 2**64 - 1)))
     if low.any():
         res.add("VMDK-GRN-003", int(low.sum()), structure=ext.filename, host_offset=host[low],
                 guest_offset=_guest(ext, idx[low]), expected=ext.header.overhead * L.SECTOR)
     meta = _metadata_ranges(ext)
-    starts = np.concatenate([host, np.array([m[0] for m in meta], _U)])
-    ends = starts + np.concatenate([length, np.array([m[1] for m in meta], _U)])
+    # sector fields * 512 may pass 2^64 (hostile headers): clamp, such ranges lie past EOF anyway
+    starts = np.concatenate([host, np.array([min(m[0], 2**64 - 1) for m in meta], _U)])
+    ends = starts + np.concatenate([length, np.array([min(m[1], 2**64 - 1) for m in meta], _U)])
     label = [f"the grain of guest offset {int(x)}" for x in _guest(ext, idx).tolist()] + [m[2] for m in meta]
     order = np.argsort(starts, kind="stable")
     s, e = starts[order], ends[order]
