@@ -1,7 +1,7 @@
 """Small real images, made by qemu-img/qemu-io, that the fuzzers start from.
 
 One list of recipes per format; a format is seeded only when imgscope has a
-driver for it (``imgscope._drivers()``), so new drivers are fuzzed as soon as
+driver for it (``imgscope.formats.registry.DRIVERS``), so new drivers are fuzzed as soon as
 they register.  Images are tiny (virtual sizes of a few MiB, small clusters)
 so that each mutated copy is cheap to write and to check.
 """
@@ -36,14 +36,12 @@ RECIPES: dict[str, list[tuple[str, str, str, list[str], list[str]]]] = {
 
 def registered_formats() -> list[str]:
     """Formats imgscope has a driver for (that imports), in a stable order."""
-    import importlib
-
     from imgscope.formats import registry
-    out = ["qcow2", "raw"]
-    for name, spec in registry.EXTRA.items():
+    out = []
+    for name in registry.DRIVERS:
         try:
-            importlib.import_module(spec.partition(":")[0])
-        except ImportError:
+            registry.driver(name)
+        except ImportError:  # a driver being written: not fuzzable yet
             continue
         out.append(name)
     return sorted(out)

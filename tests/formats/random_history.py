@@ -463,15 +463,11 @@ def _compare_content(d: Path, fmt: str, target: str, mmap: list, chain: list | N
                     n = min(start + length - pos, 4 * MiB)
                     want_f.seek(pos)
                     want = want_f.read(n)
-                    if not e["data"] or e["zero"]:
-                        got = bytes(n) if (e["zero"] or not e["present"]) else None
-                        if e["data"] and e["zero"]:
-                            got = _read_mapped(d, handles, files[e["depth"]], e, pos, n)
-                            if got != want and not any(want):
-                                got = want
-                    else:
+                    if e["data"]:
                         got = _read_mapped(d, handles, files[e["depth"]], e, pos, n)
-                    if got is not None and got != want:
+                    else:
+                        got = bytes(n)  # zero, or unallocated in the whole chain
+                    if got != want:
                         k = next(i for i in range(n) if got[i:i + 1] != want[i:i + 1])
                         out.append(Mismatch("content", "bytes", f"guest {pos + k:#x} in extent {e}: imgscope "
                                                                 f"{got[k:k + 8].hex()} qemu {want[k:k + 8].hex()}"))

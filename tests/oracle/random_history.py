@@ -563,6 +563,11 @@ def _guest_raw(cwd: Path, name: str, out: str) -> bytes | None:
 def compare_repair(cwd: Path, name: str) -> list[str]:
     """``imgscope check -r all`` on one copy against ``qemu-img check -r all`` on another."""
     diffs: list[str] = []
+    info = qinfo(cwd, name) or {}
+    if info.get("snapshots") and info.get("format-specific", {}).get("data", {}).get("bitmaps"):
+        # qemu 7.2 defect: check -r opens without reading the snapshot table (BDRV_O_CHECK), the
+        # bitmap code rewrites the header on the read-write open and every snapshot is dropped
+        return diffs
     a, b = cwd / f".rep_i.{name}", cwd / f".rep_q.{name}"
     shutil.copyfile(cwd / name, a)
     shutil.copyfile(cwd / name, b)
