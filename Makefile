@@ -6,6 +6,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
+# compat editable mode: a plain path entry instead of an import hook, so `imgscope info`
+# starts without importing importlib machinery it does not need (docs/performance.md)
+EDITABLE := --config-settings editable_mode=compat -e
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export DEBIAN_FRONTEND := noninteractive
 
@@ -25,10 +28,10 @@ $(PY):
 venv: $(PY)
 
 install: sysdeps venv
-	$(PIP) install -q -e '.[notebook]'
+	$(PIP) install -q $(EDITABLE) '.[notebook]'
 
 install-dev: sysdeps venv
-	$(PIP) install -q -e '.[notebook,dev]'
+	$(PIP) install -q $(EDITABLE) '.[notebook,dev]'
 
 demo: install
 	$(VENV)/bin/imgscope demo
@@ -58,7 +61,7 @@ fuzz-deps: install-dev
 	  v=$$(clang --version | sed -n 's/.*clang version \([0-9]*\).*/\1/p' | head -1) && \
 	  $(SUDO) apt-get install -y -qq libclang-rt-$$v-dev >/dev/null; \
 	fi
-	@$(PY) -c "import atheris" 2>/dev/null || CC=clang CXX=clang++ $(PIP) install -q -e '.[notebook,dev,fuzz]'
+	@$(PY) -c "import atheris" 2>/dev/null || CC=clang CXX=clang++ $(PIP) install -q $(EDITABLE) '.[notebook,dev,fuzz]'
 
 # every native and Python harness for FUZZ_SECONDS each; prints exec counts
 fuzz: fuzz-deps
