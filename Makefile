@@ -41,7 +41,7 @@ browser:
 	@command -v chromium >/dev/null || { echo "installing Debian package: chromium"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
-test: install-dev browser
+test: install-dev browser fuzz-deps
 	IMGSCOPE_FORCE_NATIVE=1 $(PY) -m pytest -q -n 2 tests
 
 sample: install

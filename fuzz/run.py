@@ -80,6 +80,14 @@ def _execs(output: str) -> int:
     return int(m[-1]) if m else 0
 
 
+#: libFuzzer -seed for reproducible runs (the test suite fixes it; `make fuzz` leaves it random)
+SEED: int | None = int(os.environ["FUZZ_SEED"]) if os.environ.get("FUZZ_SEED") else None
+
+
+def _seed_arg() -> list[str]:
+    return [f"-seed={SEED}"] if SEED is not None else []
+
+
 def run_native(name: str, seconds: int) -> Result:
     exe = build_native(name)
     corpus = WORK / "corpus" / name
@@ -88,7 +96,7 @@ def run_native(name: str, seconds: int) -> Result:
     crashes.mkdir(parents=True, exist_ok=True)
     seeds = NATIVE / "fuzz" / "corpus" / name
     cmd = [str(exe), str(corpus), *([str(seeds)] if seeds.is_dir() else []), f"-max_total_time={seconds}",
-           "-max_len=8192", "-rss_limit_mb=1024", f"-artifact_prefix={crashes}/{name}-", "-print_final_stats=1"]
+           "-max_len=8192", "-rss_limit_mb=1024", f"-artifact_prefix={crashes}/{name}-", "-print_final_stats=1", *_seed_arg()]
     p = subprocess.run(cmd, capture_output=True, text=True)
     out = p.stdout + p.stderr
     return Result(f"native:{name}", seconds, _execs(out), p.returncode != 0,
@@ -103,7 +111,7 @@ def run_python(formats: list[str], seconds: int) -> Result:
     corpus.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, str(ROOT / "fuzz" / "fuzz_images.py"), *(a for f in formats for a in ("--format", f)), "--",
            str(corpus),
-           f"-max_total_time={seconds}", "-rss_limit_mb=3072", "-timeout=60", f"-artifact_prefix={crashes}/py-{fmt}-"]
+           f"-max_total_time={seconds}", "-rss_limit_mb=3072", "-timeout=60", f"-artifact_prefix={crashes}/py-{fmt}-", *_seed_arg()]
     env = dict(os.environ, IMGSCOPE_NATIVE=os.environ.get("IMGSCOPE_NATIVE", "1"))
     p = subprocess.run(cmd, capture_output=True, text=True, cwd=crashes, env=env)
     out = p.stdout + p.stderr

@@ -89,6 +89,9 @@ def split_by_host_data(ext: Extents, data_ranges: list[tuple[int, int]]) -> Exte
 def resolve(chain: list[Extents]) -> tuple[np.ndarray, ...]:
     """Resolve a chain (top first) into (start, length, depth, status, offset) arrays, merged."""
     top = chain[0]
+    if top.size <= 0:  # qemu-img map still prints its (empty) current entry: one of length 0
+        return (np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(1, np.uint8),
+                np.zeros(1, np.uint64))
     if len(chain) == 1 and len(top.start) and top.start[0] == 0:
         cuts = top.start[top.start < top.size]  # one layer: its starts are already sorted and distinct
     else:

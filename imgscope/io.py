@@ -8,6 +8,7 @@ area past EOF as zeros), zero-filled.
 """
 from __future__ import annotations
 
+import mmap
 import os
 import stat
 
@@ -56,9 +57,48 @@ class Source:
         self.allocated = st.st_blocks * 512
 
     def close(self) -> None:
+        mm = self.__dict__.pop("_mm", None)
+        if mm is not None:
+            try:
+                mm.close()
+            except BufferError:  # a caller still holds a view; the mapping goes with it
+                pass
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+    def mapping(self) -> mmap.mmap | None:
+        """The whole file mapped read-only (kept until :meth:`close`), or None when it cannot be:
+        an empty file, a failed ``mmap``, or a subclass whose reads differ from the file's bytes.
+
+        Pages are mapped only when touched; :meth:`release` unmaps them again, so a walk over a
+        huge file holds one chunk of page cache at a time.  A file truncated by another process
+        while it is mapped makes reads of the lost pages fault (SIGBUS); bulk walks accept that
+        risk for speed (docs/security.md).
+        """
+        if type(self) is not Source or self.size <= 0 or self.fd < 0:
+            return None
+        mm = self.__dict__.get("_mm")
+        if mm is None:
+            try:
+                mm = mmap.mmap(self.fd, self.size, prot=mmap.PROT_READ)
+            except (OSError, ValueError, OverflowError):
+                return None
+            self._mm = mm
+        return mm
+
+    def release(self, offset: int, length: int) -> None:
+        """Drop the mapped pages of ``[offset, offset + length)`` from this process (they stay cached)."""
+        mm = self.__dict__.get("_mm")
+        if mm is None or length <= 0 or not hasattr(mm, "madvise"):
+            return
+        lo = max(0, offset) // mmap.PAGESIZE * mmap.PAGESIZE
+        hi = min(self.size, offset + length)
+        if hi > lo:
+            try:
+                mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+            except (OSError, ValueError):
+                pass
 
     def __enter__(self) -> Source:
         return self

@@ -219,13 +219,31 @@ def add_refs(counts: np.ndarray, off: np.ndarray, length: np.ndarray, cluster_bi
         weight = np.ascontiguousarray(weight, dtype=np.uint32)
     if (not 9 <= cluster_bits <= 30 or maxval < 0 or len(off) != len(length)
             or (weight is not None and len(weight) != len(off)) or not isinstance(counts, np.ndarray)
-            or counts.dtype != np.uint32 or not counts.flags.c_contiguous or not counts.flags.writeable):
+            or counts.dtype not in _COUNTER_DTYPES or not counts.flags.c_contiguous or not counts.flags.writeable):
         raise FormatError("reference count", None, _ERRORS[-2])
-    maxval = min(maxval, 0xFFFFFFFF)
+    maxval = min(maxval, int(np.iinfo(counts.dtype).max))
     if _backend == "native":
-        rc = _lib.isn_add_refs(_p(counts), len(counts), _p(off), _p(length),
-                               _p(weight) if weight is not None else _ffi.NULL, len(off), cluster_bits, maxval)
+        w = _p(weight) if weight is not None else _ffi.NULL
+        if counts.dtype == np.uint32:
+            rc = _lib.isn_add_refs(_p(counts), len(counts), _p(off), _p(length), w, len(off), cluster_bits, maxval)
+        else:
+            rc = _lib.isn_add_refs_w(_pv(counts), counts.dtype.itemsize, len(counts), _p(off), _p(length), w,
+                                     len(off), cluster_bits, maxval)
         return _check(rc, "reference count", None)
+    return _add_refs_python(counts, off, length, cluster_bits, maxval, weight)
+
+
+#: dtypes of computed-reference counters (add_refs, l2_scan): the refcount width decides (tables.counter_dtype)
+_COUNTER_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.uint32))
+
+
+def _pv(arr: np.ndarray) -> object:
+    """An untyped C pointer (for ``void *``) into a contiguous numpy array (no copy)."""
+    return _ffi.from_buffer("uint8_t[]", arr, require_writable=arr.flags.writeable)
+
+
+def _add_refs_python(counts: np.ndarray, off: np.ndarray, length: np.ndarray, cluster_bits: int, maxval: int,
+                     weight: np.ndarray | None) -> int:
     keep = length > 0
     off, length = off[keep], length[keep]
     w = weight[keep].astype(np.int64) if weight is not None else None
@@ -243,7 +261,7 @@ def add_refs(counts: np.ndarray, off: np.ndarray, length: np.ndarray, cluster_bi
     add = np.bincount(idx, weights=wi, minlength=len(counts)).astype(np.int64)
     room = np.int64(maxval) - counts.astype(np.int64)
     overflow = np.clip(add - np.clip(room, 0, None), 0, None)
-    counts += (add - overflow).astype(np.uint32)
+    counts += (add - overflow).astype(counts.dtype)
     return int(overflow.sum())
 
 
@@ -330,3 +348,205 @@ def unit_runs(kind: np.ndarray, host: np.ndarray, alloc: np.ndarray | None, zero
     code = status | np.where(status & ST_OFFSET_VALID, np.uint8(OFFSET_VALID), np.uint8(0)).astype(np.uint8)
     starts = run_starts(code, offset, np.full(len(status), unit, np.uint64))
     return starts, status[starts], offset[starts]
+
+
+# ---------------------------------------------------------------------------- fused qcow2 check kernels
+
+CMP_UNREADABLE, CMP_ZERO, CMP_LOW, CMP_HIGH = 1, 2, 3, 4
+_ONDISK_DTYPES = _COUNTER_DTYPES + (np.dtype(np.uint64),)
+
+
+def _u8view(buf: object) -> np.ndarray:
+    return np.frombuffer(buf, np.uint8) if len(memoryview(buf).cast("B")) else np.zeros(0, np.uint8)
+
+
+def l2_scan(buf: object, toff: np.ndarray, weight: np.ndarray, active: np.ndarray, l2e: int, cluster_bits: int,
+            extended: bool, data_file: bool, file_size: int, counts: np.ndarray, maxval: int,
+            ondisk: np.ndarray, bad: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """check_refcounts_l2 + BlockFragInfo over whole L2 tables, table ``t`` at byte ``toff[t]`` of ``buf``.
+
+    Returns (stats int64[5] = compressed, allocated, fragmented, 1 + last cluster counted, overflows;
+    dirty uint8 per table).  Dirty tables (an entry needing a finding) are not counted: the caller
+    analyses them with the decoded-entry path.  See isn_l2_scan in native/imgscope_native.h.
+    """
+    toff = np.ascontiguousarray(toff, dtype=np.uint64)
+    weight = np.ascontiguousarray(weight, dtype=np.uint32)
+    active = np.ascontiguousarray(active, dtype=np.uint32)
+    nt = len(toff)
+    if (not 9 <= cluster_bits <= 30 or not 0 < l2e <= 1 << 28 or len(weight) != nt or len(active) != nt
+            or not isinstance(counts, np.ndarray) or counts.dtype not in _COUNTER_DTYPES
+            or not counts.flags.c_contiguous or not counts.flags.writeable or maxval < 0 or file_size < 0
+            or ondisk.dtype not in _ONDISK_DTYPES or not ondisk.flags.c_contiguous
+            or (bad is not None and (bad.dtype != np.bool_ or len(bad) != len(ondisk)))):
+        raise FormatError("L2 scan", None, _ERRORS[-2])
+    maxval = min(maxval, int(np.iinfo(counts.dtype).max))
+    if _backend == "native":
+        stats = np.zeros(5, np.int64)
+        dirty = np.zeros(nt, np.uint8)
+        blen = len(memoryview(buf).cast("B"))
+        rc = _lib.isn_l2_scan(_b(buf) if blen else _ffi.NULL, blen, _p(toff), _p(weight), _p(active), nt, l2e,
+                              cluster_bits, int(extended), int(data_file), file_size, _pv(counts),
+                              counts.dtype.itemsize, len(counts), maxval, _pv(ondisk), ondisk.dtype.itemsize,
+                              len(ondisk), _pv(bad) if bad is not None else _ffi.NULL,
+                              _ffi.cast("int64_t *", _ffi.from_buffer(stats)), _p(dirty))
+        _check(rc, "L2 scan", None)
+        return stats, dirty
+    return _l2_scan_python(_u8view(buf), toff, weight, active, l2e, cluster_bits, extended, data_file, file_size,
+                           counts, maxval, ondisk, bad)
+
+
+def _l2_scan_python(buf: np.ndarray, toff: np.ndarray, weight: np.ndarray, active: np.ndarray, l2e: int, cb: int,
+                    extended: bool, data_file: bool, file_size: int, counts: np.ndarray, maxval: int,
+                    ondisk: np.ndarray, bad: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    u = np.uint64
+    esz = 16 if extended else 8
+    tb = l2e * esz
+    nt = len(toff)
+    raw = np.zeros(nt * tb, np.uint8)
+    for k, o in enumerate(toff.tolist()):
+        if o < len(buf):
+            part = buf[o:o + tb]
+            raw[k * tb:k * tb + len(part)] = part
+    kind, host, length, flags, alloc, zero = _l2_decode_python(raw.tobytes(), nt * l2e, cb, extended, data_file)
+    cs = u(1 << cb)
+    fs = u(file_size)
+    ncounts = u(len(counts))
+    comp = kind == COMPRESSED
+    std_alloc = (kind == NORMAL) | (kind == ZERO_ALLOC)
+
+    def past(off: np.ndarray, ln: np.ndarray | np.uint64) -> np.ndarray:
+        end = off + ln
+        return (end < off) | ((end - np.minimum(end, fs)) >= cs)
+
+    with np.errstate(over="ignore"):
+        last = np.where(length > 0, (host + length - u(1)) >> u(cb), u(0))
+        anom = comp & (((flags & F_COPIED) != 0) | bool(data_file) | past(host, length) | (last >= ncounts))
+        if extended:
+            anom |= comp & ((alloc | zero) != 0)
+            anom |= std_alloc & ((alloc & zero) != 0)
+            anom |= (kind == UNALLOCATED) & (alloc != 0)
+        anom |= ~comp & ((flags & F_RESERVED) != 0)
+        anom |= std_alloc & ((flags & F_UNALIGNED) != 0)
+        if not data_file:
+            anom |= std_alloc & (past(host, cs) | ((host >> u(cb)) >= ncounts))
+    act_e = np.repeat(active > 0, l2e)
+    chk = act_e & std_alloc
+    if data_file:
+        rc = np.ones(len(kind), np.int64)
+        ok = np.ones(len(kind), bool)
+    else:
+        c = (host >> u(cb)).astype(np.int64)
+        inside = chk & (c < len(ondisk))
+        rc = np.zeros(len(kind), np.int64)
+        rc[inside] = ondisk[c[inside]].astype(np.int64)
+        ok = np.ones(len(kind), bool)
+        if bad is not None:
+            ok[inside] = ~bad[c[inside]]
+    anom |= chk & ok & ((rc == 1) != ((flags & F_COPIED) != 0))
+    dirty = anom.reshape(nt, l2e).any(axis=1) if nt else np.zeros(0, bool)
+    clean = np.repeat(~dirty, l2e)
+    wt = np.repeat(weight, l2e)
+    sel_c = clean & comp
+    sel_d = clean & std_alloc & (not data_file)
+    offs = np.concatenate([host[sel_c], host[sel_d]])
+    lens = np.concatenate([length[sel_c], np.full(int(sel_d.sum()), cs, u)])
+    used = int(((offs + lens - u(1)) >> u(cb)).max()) + 1 if len(offs) else 0
+    over = _add_refs_python(counts, offs, lens, cb, maxval, np.concatenate([wt[sel_c], wt[sel_d]])) if len(offs) \
+        else 0
+    # BlockFragInfo of clean tables with active L1 references (contiguity restarts per table)
+    rows = np.flatnonzero(~dirty & (active > 0))
+    k2 = kind.reshape(nt, l2e)[rows]
+    ncomp = (k2 == COMPRESSED).sum(axis=1)
+    std = (k2 == NORMAL) | (k2 == ZERO_ALLOC)
+    r, cidx = np.nonzero(std)
+    h = host.reshape(nt, l2e)[rows][r, cidx]
+    brk = (r[1:] == r[:-1]) & (h[1:] != h[:-1] + cs)
+    nfrag = np.bincount(r[1:][brk], minlength=len(rows))
+    w = active[rows].astype(np.int64)
+    stats = np.array([(w * ncomp).sum(), (w * (ncomp + std.sum(axis=1))).sum(), (w * (ncomp + nfrag)).sum(),
+                      used, over], np.int64)
+    return stats, dirty.astype(np.uint8)
+
+
+def refblocks_gather(buf: object, file_size: int, rt: np.ndarray, order: int, cluster_bits: int, n: int,
+                     dtype: type) -> tuple[np.ndarray, np.ndarray | None]:
+    """On-disk refcounts of clusters [0, n) in ``dtype`` read from the file bytes ``buf``, and a mask of
+    the clusters whose refcount block is not cluster aligned (None when there are none)."""
+    rt = np.ascontiguousarray(rt, dtype=np.uint64)
+    dt = np.dtype(dtype)
+    if not 0 <= order <= 6 or not 9 <= cluster_bits <= 30 or n < 0 or dt not in _ONDISK_DTYPES \
+            or (1 << order) > 8 * dt.itemsize:
+        raise FormatError("refcount blocks", None, _ERRORS[-2])
+    out = np.empty(n, dt)
+    bad = np.empty(n, np.bool_)
+    if _backend == "native":
+        blen = len(memoryview(buf).cast("B"))
+        nbad = _check(_lib.isn_refblocks_gather(_b(buf) if blen else _ffi.NULL, blen, file_size, _p(rt), len(rt),
+                                                order, cluster_bits, _pv(out), dt.itemsize, n, _pv(bad)),
+                      "refcount blocks", None)
+        return out, (bad if nbad else None)
+    data = _u8view(buf)
+    out[:] = 0
+    bad[:] = False
+    cs = 1 << cluster_bits
+    per_block = cs * 8 >> order
+    offs = rt & np.uint64(0xFFFFFFFFFFFFFE00)
+    nbad = 0
+    for b in np.flatnonzero(offs).tolist():
+        lo = b * per_block
+        if lo >= n:
+            break
+        hi = min(n, lo + per_block)
+        off = int(offs[b])
+        if off % cs:
+            bad[lo:hi] = True
+            nbad += 1
+            continue
+        if off >= file_size:
+            continue
+        block = np.zeros(cs, np.uint8)
+        part = data[off:off + cs]
+        block[:len(part)] = part
+        out[lo:hi] = _refblock_python(block.tobytes(), order, hi - lo).astype(dt)
+    return out, (bad if nbad else None)
+
+
+def _refblock_python(buf: bytes, order: int, n: int) -> np.ndarray:
+    with use("python"):
+        return refblock_decode(buf, order, n)
+
+
+def refcmp(ondisk: np.ndarray, computed: np.ndarray, bad: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, int]:
+    """compare_refcounts: (cluster indices ascending, CMP_* code each, last used cluster or -1)."""
+    n = len(ondisk)
+    if (len(computed) != n or ondisk.dtype not in _ONDISK_DTYPES or computed.dtype not in _COUNTER_DTYPES
+            or (bad is not None and (bad.dtype != np.bool_ or len(bad) != n))):
+        raise FormatError("refcount comparison", None, _ERRORS[-2])
+    if _backend == "native":
+        ondisk = np.ascontiguousarray(ondisk)
+        computed = np.ascontiguousarray(computed)
+        cap = 1024
+        while True:
+            idx, what = np.empty(cap, np.uint64), np.empty(cap, np.uint8)
+            last = _ffi.new("int64_t *")
+            r = _check(_lib.isn_refcmp(_pv(ondisk), ondisk.dtype.itemsize, _pv(computed), computed.dtype.itemsize,
+                                       _pv(bad) if bad is not None else _ffi.NULL, n, _p(idx), _p(what), cap, last),
+                       "refcount comparison", None)
+            if r <= cap:
+                return idx[:r].astype(np.int64), what[:r].copy(), int(last[0])
+            cap = r
+    what = np.zeros(n, np.uint8)
+    diff = ondisk != computed
+    if bad is not None:
+        diff &= ~bad
+        what[bad] = CMP_UNREADABLE
+    zero = diff & (ondisk == 0)
+    what[zero] = CMP_ZERO
+    what[diff & ~zero & (ondisk < computed)] = CMP_LOW
+    what[diff & (ondisk > computed)] = CMP_HIGH
+    used = (ondisk > 0) | (computed > 0)
+    if bad is not None:
+        used &= ~bad
+    last = (n - 1 - int(np.argmax(used[::-1]))) if used.any() else -1
+    idx = np.flatnonzero(what)
+    return idx.astype(np.int64), what[idx], last

@@ -12,7 +12,7 @@ from pathlib import Path
 from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
-SOURCES = ["tables.c", "status.c"]
+SOURCES = ["tables.c", "status.c", "check.c"]
 HEADER = HERE / "imgscope_native.h"
 
 

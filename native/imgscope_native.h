@@ -64,3 +64,47 @@ int64_t isn_run_starts(const uint8_t *code, const uint64_t *off, const uint64_t 
 int64_t isn_unit_runs(const uint8_t *kind, const uint64_t *host, const uint32_t *alloc, const uint32_t *zero,
                       size_t n, int subclusters, uint64_t cluster_size, int crypto,
                       uint64_t *start, uint8_t *status, uint64_t *offset, size_t cap);
+
+/* ---- fused qcow2 check kernels (native/check.c) ----
+ * Counter arrays are unsigned integers of `width` bytes: 1, 2 or 4 for computed references
+ * (add_refs_w, l2_scan), 1, 2, 4 or 8 for on-disk refcounts. */
+
+/* isn_add_refs over a counter array of 1, 2 or 4 bytes per counter (maxval is capped at the width). */
+int64_t isn_add_refs_w(void *counts, int width, size_t ncounts, const uint64_t *off, const uint64_t *len,
+                       const uint32_t *weight, size_t n, int cluster_bits, uint64_t maxval);
+
+/* check_refcounts_l2 over ntables qcow2 L2 tables of l2e entries, table t at byte toff[t] of buf
+ * (bytes at or past buflen read as zero, as qemu reads past EOF).  A table is "dirty" (dirty[t] = 1,
+ * nothing counted) when any entry needs a finding: reserved bits, an unaligned cluster, COPIED on a
+ * compressed entry, a compressed entry with a data file or a subcluster bitmap, a bad subcluster
+ * bitmap, a reference qemu would not count (a cluster or more past file_size) or one outside counts,
+ * or -- when active[t] > 0 -- an allocated entry whose COPIED flag disagrees with its on-disk refcount
+ * (ondisk[c], 0 past nondisk; skipped where bad[c]; refcount 1 with a data file).  For every clean
+ * table, weight[t] references per touched cluster are added to counts (saturating at maxval; refused
+ * increments are overflows) and, times active[t], BlockFragInfo's compressed/allocated/fragmented
+ * counts (contiguity restarts per table).  stats = {compressed, allocated, fragmented, 1 + last
+ * cluster counted (0 if none), overflows}.  Returns the number of dirty tables or ISN_EARG. */
+int64_t isn_l2_scan(const uint8_t *buf, size_t buflen, const uint64_t *toff, const uint32_t *weight,
+                    const uint32_t *active, size_t ntables, size_t l2e, int cluster_bits, int extended,
+                    int data_file, uint64_t file_size, void *counts, int counts_width, size_t ncounts,
+                    uint64_t maxval, const void *ondisk, int ondisk_width, size_t nondisk, const uint8_t *bad,
+                    int64_t *stats, uint8_t *dirty);
+
+/* On-disk refcounts of clusters [0, n) from the refcount table rt (nrt raw entries) and the refcount
+ * blocks in buf (the file; bytes past buflen read as zero): blocks absent or at/after file_size give
+ * zeros; a block offset that is not cluster aligned marks its clusters bad (when bad is not NULL)
+ * and gives zeros.  Returns the number of unaligned blocks covering [0, n), or ISN_EARG. */
+int64_t isn_refblocks_gather(const uint8_t *buf, size_t buflen, uint64_t file_size, const uint64_t *rt, size_t nrt,
+                             int order, int cluster_bits, void *out, int out_width, size_t n, uint8_t *bad);
+
+/* compare_refcounts: for i in [0, n) ascending, one record (idx, what) per cluster that is unreadable
+ * (bad[i]: ISN_CMP_UNREADABLE) or whose on-disk refcount differs from the computed one (ZERO when
+ * on-disk is 0, LOW when smaller, HIGH when larger).  At most cap records are written; returns the
+ * total number (call again with more room when it exceeds cap).  *last_used = the last readable
+ * cluster with a non-zero on-disk or computed count, -1 if none. */
+#define ISN_CMP_UNREADABLE 1
+#define ISN_CMP_ZERO 2
+#define ISN_CMP_LOW 3
+#define ISN_CMP_HIGH 4
+int64_t isn_refcmp(const void *ondisk, int ondisk_width, const void *computed, int computed_width,
+                   const uint8_t *bad, size_t n, uint64_t *idx, uint8_t *what, size_t cap, int64_t *last_used);

@@ -16,9 +16,10 @@ import numpy as np
 
 from ... import native
 from ...check import CheckResult
+from ...limits import LIMITS, enforce
 from . import layout as L
 from .refs import MAX_SNAPSHOT_L1_ENTRIES, l1_paths, slot_weights
-from .tables import CHUNK_ENTRIES
+from .tables import CHUNK_ENTRIES, _runs
 
 _U = np.uint64
 
@@ -31,7 +32,9 @@ class _Imrt:
         self.cb = cb
         self.cs = 1 << cb
         self.nb = -(-file_size // self.cs)
-        self.counts = np.zeros(self.nb + 2, np.uint32)
+        # the narrowest counter that holds the width's maximum: counters saturate there
+        self.counts = np.zeros(self.nb + 2, np.uint8 if refcount_bits <= 8 else
+                               np.uint16 if refcount_bits <= 16 else np.uint32)
         self.max = (1 << refcount_bits) - 1
         self.res = res
         self.used = self.nb  # qemu grows its table on demand; clusters [0, used) are compared
@@ -101,7 +104,7 @@ def _check(img: Any, chunk: int | None) -> CheckResult | None:
                     found=hex(sn.l1_table_offset) if pid == "Q2-SNP-001" else sn.l1_size, layer=p.label)
     if m.has_data_file and m.snapshots:
         res.add("Q2-SNP-005", found=len(m.snapshots))
-    for p in counted:
+    for p in ([] if _l1_refs_at_once(imrt, counted, cs) else counted):
         imrt.inc(p.offset, p.size * 8, f"{p.label} L1 table")
         e = p.entries
         bad = (e & _U(L.L1E_RESERVED_MASK)) != 0
@@ -130,23 +133,16 @@ def _check(img: Any, chunk: int | None) -> CheckResult | None:
     # -- compare_refcounts ------------------------------------------------------------------
     ondisk, unreadable = _ondisk_prefix(img, res, imrt.used)
     computed = imrt.counts[:imrt.used]
-    diff = ondisk != computed
-    if unreadable is not None:
-        diff &= ~unreadable
-        idx = np.flatnonzero(unreadable)
+    idx_all, what, last_used = native.refcmp(ondisk, computed, unreadable)
+    idx = idx_all[what == native.CMP_UNREADABLE]
+    if len(idx):
         res.add("Q2-RC-004", len(idx), host_offset=idx.astype(_U) << _U(cb))
-    zero = diff & (ondisk == 0)
-    low = diff & (ondisk < computed) & ~zero
-    high = diff & (ondisk > computed)
-    for mask, pid in ((zero, "Q2-RC-003"), (low, "Q2-RC-001"), (high, "Q2-RC-002")):
-        idx = np.flatnonzero(mask)
+    for code, pid in ((native.CMP_ZERO, "Q2-RC-003"), (native.CMP_LOW, "Q2-RC-001"), (native.CMP_HIGH, "Q2-RC-002")):
+        idx = idx_all[what == code]
         if len(idx):
             res.add(pid, len(idx), host_offset=idx.astype(_U) << _U(cb), found=ondisk[idx], expected=computed[idx])
-    rebuild = rebuild or bool(zero.any())
-    used = (ondisk > 0) | (computed > 0)
-    if unreadable is not None:
-        used &= ~unreadable
-    res.image_end_offset = (len(used) - int(np.argmax(used[::-1]))) * cs if used.any() else cs
+    rebuild = rebuild or bool((what == native.CMP_ZERO).any())
+    res.image_end_offset = (last_used + 1) * cs if last_used >= 0 else cs
     res.needs_rebuild = rebuild  # type: ignore[attr-defined]
 
     # -- check_oflag_copied -----------------------------------------------------------------
@@ -154,6 +150,45 @@ def _check(img: Any, chunk: int | None) -> CheckResult | None:
     res.ondisk = ondisk  # type: ignore[attr-defined]
     res.computed = computed  # type: ignore[attr-defined]
     return res
+
+
+def _l1_refs_at_once(imrt: _Imrt, counted: list, cs: int) -> bool:
+    """The L1 tables and the L2 tables they point at, counted with one add when no L1 entry and
+    no reference needs a finding (what the per-table loop would count; with 1,000 snapshots the
+    loop costs more than the L2 scan).  False, with nothing counted, when the loop must run."""
+    if not counted:
+        return True
+    ents = np.concatenate([p.entries for p in counted])
+    if ((ents & _U(L.L1E_RESERVED_MASK)) != 0).any():
+        return False
+    l2off = ents & _U(L.L1E_OFFSET_MASK)
+    l2off = l2off[l2off != 0]
+    if ((l2off % _U(cs)) != 0).any():
+        return False
+    l1off = np.array([p.offset for p in counted], _U)
+    l1len = np.array([p.size * 8 for p in counted], _U)
+    off = np.concatenate([l1off, l2off])
+    ln = np.concatenate([l1len, np.full(len(l2off), cs, _U)])
+    keep = ln > 0
+    off, ln = off[keep], ln[keep]
+    if not len(off):
+        return True
+    end = off + ln
+    fs = _U(imrt.file_size)
+    if ((end < off) | ((end - np.minimum(end, fs)) >= _U(imrt.cs))).any():
+        return False  # a reference past EOF: reported per table by the loop
+    first, last = off >> _U(imrt.cb), (end - _U(1)) >> _U(imrt.cb)
+    span = (last - first + _U(1)).astype(np.int64)
+    touched = np.unique(np.repeat(first.astype(np.int64), span) +
+                        (np.arange(int(span.sum())) - np.repeat(np.cumsum(span) - span, span)))
+    if int(touched[-1]) >= len(imrt.counts):
+        return False
+    before = imrt.counts[touched].copy()
+    if native.add_refs(imrt.counts, off, ln, imrt.cb, imrt.max):
+        imrt.counts[touched] = before  # an overflow: its report depends on the loop's order
+        return False
+    imrt.used = max(imrt.used, int(touched[-1]) + 1)
+    return True
 
 
 def _state_findings(img: Any, res: CheckResult) -> None:
@@ -241,6 +276,8 @@ def _scan_tables(img: Any, res: CheckResult, imrt: _Imrt, slot_weight: np.ndarra
     active_n = np.bincount(active.slots[active.slots > 0], minlength=len(slot_weight))
     ondisk, bad = res_refcounts(img, res)
     sink, scan, frag = _Sink(), _Scan(), np.zeros(3, np.int64)
+    if chunk is not None:
+        return _scan_fused(img, res, imrt, slot_weight, live, active_n, ondisk, bad, sink, scan)
     imrt.res = sink  # type: ignore[assignment]
     try:
         for sl, ent in t.table_chunks(t.slot_offsets[live], chunk):
@@ -257,6 +294,93 @@ def _scan_tables(img: Any, res: CheckResult, imrt: _Imrt, slot_weight: np.ndarra
     sink.flush(res)
     res.compressed_clusters, res.allocated_clusters, res.fragmented_clusters = (int(x) for x in frag)
     return scan
+
+
+#: tables handed to one fused-kernel call (and page cache mapped at once): this many L2 entries
+FUSED_CHUNK_FACTOR = 32
+
+
+def _scan_fused(img: Any, res: CheckResult, imrt: _Imrt, slot_weight: np.ndarray, live: np.ndarray,
+                active_n: np.ndarray, ondisk: np.ndarray, bad: np.ndarray | None, sink: _Sink,
+                scan: _Scan) -> _Scan | None:
+    """_scan_tables with the fused kernel (native.l2_scan): clean tables are counted without decoding
+    them into arrays; tables with anything to report go through the decoded-entry path below, in
+    slot order, so findings equal a one-pass scan's.  None when a refcount overflowed (the caller
+    redoes the check in one chunk, whose order defines the overflow report)."""
+    m, t = img.meta, img.tables
+    src = img.src
+    mm = src.mapping() if hasattr(src, "mapping") else None
+    lb = t.l2_bytes
+    per = max(1, CHUNK_ENTRIES * FUSED_CHUNK_FACTOR // t.l2e)
+    frag = np.zeros(3, np.int64)
+    weight32 = slot_weight.astype(np.uint32)
+    active32 = active_n.astype(np.uint32)
+    imrt.res = sink  # type: ignore[assignment]
+    try:
+        for a in range(0, len(live), per):
+            slots = live[a:a + per]
+            offs = t.slot_offsets[slots]
+            _account(t, offs)
+            if mm is not None:
+                buf, toff = mm, offs
+            else:
+                buf, toff = _read_tables(t, offs), np.arange(len(offs), dtype=_U) * _U(lb)
+            stats, dirty = native.l2_scan(buf, toff, weight32[slots], active32[slots], t.l2e, t.cb,
+                                          m.extended_l2, m.has_data_file, src.size, imrt.counts, imrt.max,
+                                          ondisk, bad)
+            if stats[4]:
+                return None
+            frag += stats[:3]
+            imrt.used = max(imrt.used, int(stats[3]))
+            d = np.flatnonzero(dirty)
+            if len(d):
+                ds = slots[d]
+                ent = _entries_at(img, buf, toff[d], int(offs[d[0]]))
+                _chunk_entries(img, sink, imrt, ds, ent, slot_weight)
+                act = active_n[ds]
+                if act.any():
+                    frag += _chunk_fragmentation(t, ent, act)
+                    _chunk_copied(img, scan, ds, ent, act, ondisk, bad)
+            if mm is not None and len(offs):
+                src.release(int(offs.min()), int(offs.max()) + lb - int(offs.min()))
+    finally:
+        imrt.res = res
+    if sink.overflowed:
+        return None
+    sink.flush(res)
+    res.compressed_clusters, res.allocated_clusters, res.fragmented_clusters = (int(x) for x in frag)
+    return scan
+
+
+def _account(t: Any, offsets: np.ndarray) -> None:
+    """The metadata-bytes limit, charged exactly as Qcow2Tables.decode_tables charges a chunked walk."""
+    per = max(1, CHUNK_ENTRIES // t.l2e)
+    for a in range(0, len(offsets), per):
+        n = min(per, len(offsets) - a)
+        t._decoded_bytes += n * t.l2_bytes
+        if t._decoded_bytes > LIMITS["max_metadata_bytes"]:
+            enforce("max_metadata_bytes", t._decoded_bytes, "qcow2 L2 tables", int(offsets[a]))
+
+
+def _read_tables(t: Any, offsets: np.ndarray) -> bytearray:
+    """The bytes of the tables at ``offsets``, back to back (adjacent ones with one read; zeros past EOF)."""
+    buf = bytearray(len(offsets) * t.l2_bytes)
+    view = memoryview(buf)
+    for first, count, start in _runs(offsets, t.l2_bytes):
+        t.src.readinto(view[first * t.l2_bytes:(first + count) * t.l2_bytes], start)
+    return buf
+
+
+def _entries_at(img: Any, buf: Any, toff: np.ndarray, first_offset: int) -> Any:
+    """Decoded entries of the tables at byte offsets ``toff`` of ``buf`` (zeros past its end)."""
+    t, m = img.tables, img.meta
+    lb = t.l2_bytes
+    raw = bytearray(len(toff) * lb)
+    for k, o in enumerate(toff.tolist()):
+        part = buf[o:o + lb]  # a copy (mmap and bytearray slices): no buffer export outlives the loop
+        raw[k * lb:k * lb + len(part)] = part
+    return native.l2_decode(raw, len(toff) * t.l2e, t.cb, m.extended_l2, m.has_data_file, "qcow2 L2 tables",
+                            first_offset)
 
 
 def _chunk_entries(img: Any, sink: _Sink, imrt: _Imrt, slots: np.ndarray, ent: Any, slot_weight: np.ndarray) -> None:
@@ -395,6 +519,11 @@ def _ondisk_refcounts(img: Any, n: int) -> tuple[np.ndarray, np.ndarray | None]:
     t = img.tables
     per_block = t.cs * 8 >> img.meta.refcount_order
     rt = t.reftable()
+    mm = img.src.mapping() if hasattr(img.src, "mapping") else None
+    if mm is not None:  # every refcount block straight from the mapped file, in the narrowest dtype
+        out = native.refblocks_gather(mm, img.src.size, rt, img.meta.refcount_order, t.cb, n, t.counter_dtype())
+        img.src.release(0, img.src.size)  # the refcount blocks' pages leave this process again
+        return out
     vals = t.refcounts(n, t.counter_dtype())
     bad = None
     offs = rt & _U(L.REFT_OFFSET_MASK)
@@ -453,8 +582,12 @@ def _ondisk_all(img: Any, res: CheckResult) -> tuple[np.ndarray, np.ndarray]:
     """On-disk refcounts for every cluster the refcount table covers (lookups may go past EOF)."""
     t = img.tables
     per_block = t.cs * 8 >> img.meta.refcount_order
-    n = len(t.reftable()) * per_block
+    rt = t.reftable()
+    n = len(rt) * per_block
     n = min(n, max(-(-img.src.size // t.cs) + 2, 1) * 4 + per_block)
+    # clusters past the last refcount block read as 0 from any lookup: hold only those before it
+    nz = np.flatnonzero(rt & _U(L.REFT_OFFSET_MASK))
+    n = min(n, max((int(nz[-1]) + 1 if len(nz) else 0) * per_block, -(-img.src.size // t.cs) + 2))
     vals, bad = _ondisk_refcounts(img, n)
     res.ondisk_all = (vals, bad)  # type: ignore[attr-defined]
     return vals, bad

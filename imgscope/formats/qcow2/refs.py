@@ -56,8 +56,8 @@ def l1_paths(img: Any) -> list[L1Path]:
         else:
             p.entries = t.read_l1(sn.l1_table_offset, sn.l1_size, f"qcow2 snapshot {sn.id} L1 table")
         paths.append(p)
-    for p in paths:
-        p.slots = t.slots(p.entries & _U(L.L1E_OFFSET_MASK))
+    for p, slots in zip(paths, t.slots_many([p.entries & _U(L.L1E_OFFSET_MASK) for p in paths])):
+        p.slots = slots
     return paths
 
 

@@ -97,6 +97,39 @@ class Qcow2Tables:
         pos = np.minimum(np.searchsorted(self._reg_off, l2_offsets), len(self._reg_off) - 1)
         return np.where(l2_offsets != 0, self._reg_slot[pos], 0)
 
+    def slots_many(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        """``[self.slots(a) for a in arrays]`` (the same slots, registered in the same order) in a few
+        vectorised steps: 1,000 snapshot L1 tables cost one registration, not 1,000."""
+        arrays = [np.asarray(a, dtype=_U) for a in arrays]
+        if not arrays:
+            return []
+        allo = np.concatenate(arrays)
+        pidx = np.repeat(np.arange(len(arrays)), [len(a) for a in arrays])
+        nz = allo != 0
+        cand, cpath = allo[nz], pidx[nz]
+        if len(self._reg_off) and len(cand):
+            known = self._reg_off[np.minimum(np.searchsorted(self._reg_off, cand), len(self._reg_off) - 1)] == cand
+            cand, cpath = cand[~known], cpath[~known]
+        if len(cand):
+            order = np.lexsort((cpath, cand))  # by offset, then by the first array holding it
+            so, sp = cand[order], cpath[order]
+            first = np.ones(len(so), bool)
+            first[1:] = so[1:] != so[:-1]
+            uo, up = so[first], sp[first]
+            new = uo[np.lexsort((uo, up))]  # per array, its new offsets sorted: slots()' order
+            base = len(self._slot_off)
+            self._slot_off = np.concatenate([self._slot_off, new])
+            off = np.concatenate([self._reg_off, new])
+            slot = np.concatenate([self._reg_slot, np.arange(base, base + len(new), dtype=np.int64)])
+            o = np.argsort(off, kind="stable")
+            self._reg_off, self._reg_slot = off[o], slot[o]
+            self._store = None
+        if not len(self._reg_off):
+            return [np.zeros(len(a), np.int64) for a in arrays]
+        pos = np.minimum(np.searchsorted(self._reg_off, allo), len(self._reg_off) - 1)
+        out = np.where(allo != 0, self._reg_slot[pos], 0)
+        return np.split(out, np.cumsum([len(a) for a in arrays])[:-1])
+
     @property
     def slot_offsets(self) -> np.ndarray:
         """Host offset of the L2 table in each slot (slot 0: none)."""

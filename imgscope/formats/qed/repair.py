@@ -30,6 +30,9 @@ def plan_repair(img: Any, mode: str, allow_data_loss: bool = False) -> Plan:
     """The writes that repair ``img`` (nothing is written here; see imgscope.repair.apply_plan)."""
     plan = Plan(img.path, "qed", mode, allow_data_loss)
     plan.before = check_image(img)
+    if img.meta.qemu_refuses:  # qemu-img check -r cannot open it either
+        plan.error = f"qemu refuses to open this image: {'; '.join(img.meta.qemu_refuses)}"
+        return plan
     s = scan(img)
     if s.bad_l1 or s.bad_l2:
         if mode == "all" and allow_data_loss:

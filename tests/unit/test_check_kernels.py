@@ -1,0 +1,206 @@
+"""The fused qcow2 check kernels (native/check.c: l2_scan, refblocks_gather, refcmp, add_refs on narrow
+counters) give the same results as their numpy twins in imgscope.native, on random inputs and on real
+images; and a whole check is the same on both backends and with the fused kernel or without it."""
+from __future__ import annotations
+
+import subprocess
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import imgscope
+from conftest import require_qemu
+from imgscope import native
+from imgscope.formats.qcow2 import check as qcheck
+
+from .test_native import both
+
+pytestmark = pytest.mark.skipif(not native.available, reason="native extension not built")
+SETTINGS = settings(max_examples=120, deadline=None)
+U64 = (1 << 64) - 1
+
+
+def _entry(draw, cb: int, nclusters: int) -> int:
+    """An L2 entry biased towards valid allocated clusters, with every kind of damage now and then."""
+    kind = draw(st.integers(0, 11))
+    host = draw(st.integers(0, nclusters + 3)) << cb
+    copied = draw(st.sampled_from([0, 1 << 63]))
+    if kind <= 5:
+        return host | copied
+    if kind == 6:
+        return 0
+    if kind == 7:
+        return 1 | copied | (host if draw(st.booleans()) else 0)  # zero cluster
+    if kind == 8:  # compressed
+        return (1 << 62) | copied | draw(st.integers(0, (nclusters + 2) << cb)) | (draw(st.integers(0, 3)) << (62 - (cb - 8)))
+    if kind == 9:
+        return host | copied | draw(st.sampled_from([2, 1 << 9, 1 << 56]))  # reserved or unaligned
+    return draw(st.integers(0, U64))
+
+
+@SETTINGS
+@given(st.data(), st.sampled_from([9, 12, 16]), st.booleans(), st.booleans(), st.sampled_from([1, 2, 4]),
+       st.sampled_from([1, 2, 4, 8]))
+def test_l2_scan(data: st.DataObject, cb: int, extended: bool, data_file: bool, cw: int, ow: int) -> None:
+    draw = data.draw
+    l2e = draw(st.sampled_from([1, 4, 16]))
+    esz = 16 if extended else 8
+    nclusters = draw(st.integers(1, 40))
+    ntables = draw(st.integers(0, 6))
+    words = [_entry(draw, cb, nclusters) for _ in range(ntables * l2e)]
+    body = b""
+    for w in words:
+        body += w.to_bytes(8, "big")
+        if extended:
+            body += draw(st.sampled_from([0, 0, 1, 1 << 32, (1 << 32) | 1, U64])).to_bytes(8, "big")
+    # tables back to back, one maybe cut short by the end of the buffer, one maybe wholly past it
+    cut = draw(st.integers(0, esz * 3)) if ntables else 0
+    buf = bytes(body[:max(0, len(body) - cut)])
+    toff = np.arange(ntables, dtype=np.uint64) * np.uint64(l2e * esz)
+    if ntables and draw(st.booleans()):
+        toff[-1] = np.uint64(len(body) + draw(st.integers(0, 100)))
+    weight = np.array([draw(st.integers(0, 5)) for _ in range(ntables)], np.uint32)
+    active = np.array([draw(st.integers(0, 2)) for _ in range(ntables)], np.uint32)
+    ncounts = nclusters + 2
+    cdt = {1: np.uint8, 2: np.uint16, 4: np.uint32}[cw]
+    odt = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}[ow]
+    counts = np.array([draw(st.integers(0, 3)) for _ in range(ncounts)], cdt)
+    ondisk = np.array([draw(st.sampled_from([0, 1, 1, 2])) for _ in range(draw(st.integers(0, ncounts + 2)))], odt)
+    bad = np.array([draw(st.booleans()) for _ in range(len(ondisk))], bool) if draw(st.booleans()) else None
+    maxval = draw(st.sampled_from([1, 3, 255, 65535]))
+    file_size = draw(st.integers(0, (nclusters + 1) << cb))
+    out = {}
+    for be in ("native", "python"):
+        c = counts.copy()
+        with native.use(be):
+            stats, dirty = native.l2_scan(buf, toff, weight, active, l2e, cb, extended, data_file, file_size, c,
+                                          maxval, ondisk, bad)
+        out[be] = (stats, dirty, c)
+    for a, b in zip(out["native"], out["python"]):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
+
+
+@SETTINGS
+@given(st.data(), st.integers(0, 6), st.sampled_from([9, 12]))
+def test_refblocks_gather(data: st.DataObject, order: int, cb: int) -> None:
+    draw = data.draw
+    cs = 1 << cb
+    nblocks = draw(st.integers(0, 4))
+    size = draw(st.integers(0, (nblocks + 2) * cs))
+    buf = draw(st.binary(min_size=size, max_size=size))
+    rt = np.array([draw(st.sampled_from([0, 0, cs, 2 * cs, 3 * cs + 512, 4 * cs, (1 << 40), U64]))
+                   for _ in range(nblocks)], np.uint64)
+    per_block = cs * 8 >> order
+    n = draw(st.integers(0, per_block * (nblocks + 1)))
+    bits = 1 << order
+    dt = np.uint8 if bits <= 8 else np.uint16 if bits <= 16 else np.uint32 if bits <= 32 else np.uint64
+    dt = draw(st.sampled_from([dt, np.uint64]))
+    file_size = draw(st.integers(0, size + 3 * cs))
+    (va, ba), (vb, bb) = both(native.refblocks_gather, buf, file_size, rt, order, cb, n, dt)
+    assert va.dtype == vb.dtype == np.dtype(dt)
+    np.testing.assert_array_equal(va, vb)
+    assert (ba is None) == (bb is None)
+    if ba is not None:
+        np.testing.assert_array_equal(ba, bb)
+
+
+@SETTINGS
+@given(st.data(), st.sampled_from([np.uint8, np.uint16, np.uint64]), st.sampled_from([np.uint8, np.uint16,
+                                                                                       np.uint32]))
+def test_refcmp(data: st.DataObject, odt: type, cdt: type) -> None:
+    n = data.draw(st.integers(0, 3000))
+    rng = np.random.default_rng(data.draw(st.integers(0, 1000)))
+    ondisk = rng.integers(0, 3, n).astype(odt)
+    computed = ondisk.copy().astype(cdt)
+    flip = rng.random(n) < data.draw(st.sampled_from([0.0, 0.01, 0.5]))
+    computed[flip] = rng.integers(0, 3, int(flip.sum())).astype(cdt)
+    bad = (rng.random(n) < 0.05) if data.draw(st.booleans()) else None
+    a, b = both(native.refcmp, ondisk, computed, bad)
+    for x, y in zip(a[:2], b[:2]):
+        assert x.dtype == y.dtype
+        np.testing.assert_array_equal(x, y)
+    assert a[2] == b[2]
+
+
+@SETTINGS
+@given(st.data(), st.sampled_from([np.uint8, np.uint16]))
+def test_add_refs_narrow(data: st.DataObject, dt: type) -> None:
+    n = data.draw(st.integers(1, 50))
+    counts = np.array(data.draw(st.lists(st.integers(0, int(np.iinfo(dt).max)), min_size=n, max_size=n)), dt)
+    k = data.draw(st.integers(0, 20))
+    off = np.array(data.draw(st.lists(st.integers(0, (n << 9) - 1), min_size=k, max_size=k)), np.uint64)
+    ln = np.array(data.draw(st.lists(st.integers(0, 2048), min_size=k, max_size=k)), np.uint64)
+    ln = np.minimum(ln, (np.uint64(n << 9) - off))
+    w = np.array(data.draw(st.lists(st.integers(0, 300), min_size=k, max_size=k)), np.uint32)
+    maxval = data.draw(st.integers(0, 70000))
+    res = {}
+    for be in ("native", "python"):
+        c = counts.copy()
+        with native.use(be):
+            res[be] = (native.add_refs(c, off, ln, 9, maxval, w), c)
+    assert res["native"][0] == res["python"][0]
+    np.testing.assert_array_equal(res["native"][1], res["python"][1])
+
+
+# ---------------------------------------------------------------- whole checks on real images
+
+@pytest.fixture(scope="module")
+def damaged(tmp_path_factory):
+    """Snapshots, compressed and zero clusters, a leak and refcount errors, on 4 KiB clusters."""
+    require_qemu()
+    d = tmp_path_factory.mktemp("kern")
+    p = d / "k.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=4096", str(p), "32M"], check=True)
+    cmds = [f"write -P {i % 200 + 1} {(i * 7919 % 8000) * 4096} 4k" for i in range(200)]
+    cmds += ["write -z 4M 64k", "write -c -P 9 5M 4k"]
+    subprocess.run(["qemu-io", "-t", "unsafe", "-f", "qcow2", str(p)], input="\n".join(cmds) + "\n",
+                   capture_output=True, text=True, check=True)
+    subprocess.run(["qemu-img", "snapshot", "-c", "a", str(p)], check=True)
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 7 0 64k", str(p)], capture_output=True, check=True)
+    q = d / "broken.qcow2"
+    q.write_bytes(p.read_bytes())
+    with imgscope.open(q) as img:  # damage: a refcount of 0, a too-high one, a reserved bit in one L2 entry
+        t = img.tables
+        rt = t.reftable()
+        blk = int(rt[0])
+        l2 = int(img.tables.layer_l1(None)[0][0]) & 0x00FFFFFFFFFFFE00
+    with open(q, "r+b") as f:
+        f.seek(blk + 2 * 20)
+        f.write(b"\x00\x00")
+        f.seek(blk + 2 * 7000)
+        f.write(b"\x00\x05")
+        f.seek(l2 + 8 * 3)
+        e = int.from_bytes(f.read(8), "big")
+        f.seek(l2 + 8 * 3)
+        f.write((e | 2).to_bytes(8, "big"))
+    return [p, q]
+
+
+def _summary(res):
+    return (res.qemu_json(), res.exit_code(), res.batches and [
+        (b["problem"], b["n"], np.asarray(b.get("host_offset", [])).tolist()) for b in res.batches],
+        res.ondisk.tolist(), res.computed.tolist(), res.needs_rebuild)
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_fused_check_equals_decoded_path(damaged, which, monkeypatch) -> None:
+    path = damaged[which]
+    got = {}
+    for be in ("native", "python"):
+        with native.use(be), imgscope.open(path) as img:
+            got[be] = _summary(img.check())
+    with imgscope.open(path) as img:  # the decoded-entry path alone (one chunk): the reference
+        got["decoded"] = _summary(qcheck._check(img, None))
+    monkeypatch.setattr(qcheck, "CHUNK_ENTRIES", 512)  # fused chunks of 16 tables, the mapping released often
+    with imgscope.open(path) as img:
+        got["small"] = _summary(img.check())
+    monkeypatch.setattr(img.src.__class__, "mapping", lambda self: None)  # tables read with pread instead
+    with imgscope.open(path) as img:
+        got["pread"] = _summary(img.check())
+    assert got["native"][0] if which == 0 else got["native"][1] == 2
+    for k in ("python", "decoded", "small", "pread"):
+        assert got[k][:3] == got["native"][:3], k
+        assert got[k][3] == got["native"][3] and got[k][4] == got["native"][4] and got[k][5] == got["native"][5], k
