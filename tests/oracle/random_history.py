@@ -190,9 +190,9 @@ class _Gen:
         if datafile:
             opts.append("data_file=data0.raw")
             opts.append(f"data_file_raw={'on' if rng.random() < 0.5 else 'off'}")
-        self.luks = not v2 and not datafile and rng.random() < 0.05
+        luks = not v2 and not datafile and rng.random() < 0.05
         extra: list[str] = []
-        if self.luks:
+        if luks:
             opts += ["encrypt.format=luks", "encrypt.key-secret=sec0", "encrypt.iter-time=10",
                      "encrypt.hash-alg=sha512"]
             extra = ["--object", SECRET_OBJ]
@@ -203,9 +203,8 @@ class _Gen:
             if not extl2:  # qemu: backing file and preallocation only together with extended L2
                 opts = [o for o in opts if not o.startswith("preallocation")]
         argv = ["qemu-img", "create", "-q", "-f", "qcow2", *extra, "-o", ",".join(opts), *backing, self.top, str(size)]
-        if not self.do(argv, luks=self.luks):
-            if self.luks:  # the PBKDF benchmark fails now and then on busy machines
-                self.luks = False
+        if not self.do(argv, luks=luks):
+            if luks:  # the PBKDF benchmark fails now and then on busy machines
                 argv = [a for a in argv if "encrypt" not in a and a not in ("--object", SECRET_OBJ)]
                 argv = [",".join(o for o in a.split(",") if not o.startswith("encrypt")) if a.startswith("compat")
                         else a for a in argv]
@@ -284,7 +283,7 @@ class _Gen:
     def op_resize(self) -> None:
         i = self.info()
         vs = i["virtual-size"]
-        if self.rng.random() < 0.6:
+        if self.rng.random() < 0.6 or vs <= 512:
             new = vs + self.rng.choice([512, 64 * KiB, MiB, 5 * MiB + 512, 32 * MiB])
             new = min(new, 512 * MiB)
             self.img("resize", "-q", *(["--preallocation=" + self.rng.choice(["off", "metadata", "falloc"])]
@@ -416,6 +415,9 @@ class _Gen:
            "rebase": 3, "commit": 3, "bitmap": 5, "convert": 3, "overlay": 3, "crash": 4}
 
     def step(self) -> None:
+        if self.info().get("virtual-size", 0) == 0:
+            self.op_resize()
+            return
         names = list(self.OPS)
         op = self.rng.choices(names, weights=[self.OPS[n] for n in names])[0]
         getattr(self, f"op_{op}")()

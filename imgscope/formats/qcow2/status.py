@@ -45,9 +45,32 @@ def layer_extents(img: Any, layer: int | None) -> Extents:
     begin = starts.astype(np.int64) * unit
     end = np.minimum(np.append(begin[1:], vsize), vsize)
     ext = Extents(begin, (end - begin).astype(np.int64), sts, offs, vsize)
-    if not m.has_data_file and np.any(sts == (DATA | OFFSET_VALID)) and metadata_preallocated(img):
-        ext = split_by_host_data(ext, img.src.data_ranges())
+    if np.any(sts == (DATA | OFFSET_VALID)) and metadata_preallocated(img):
+        ranges = host_data_ranges(img)
+        if ranges is not None:
+            ext = split_by_host_data(ext, ranges)
     return ext
+
+
+def host_data_ranges(img: Any) -> list[tuple[int, int]] | None:
+    """Data ranges of the file guest data lives in: the image itself or its external data file.
+
+    qemu recurses into the data file too (BDRV_BLOCK_RECURSE); imgscope opens it read-only
+    by the rules of backing files (relative to the image's directory); None when it cannot.
+    """
+    m = img.meta
+    if not m.has_data_file:
+        return img.src.data_ranges()
+    if not m.data_file:
+        return None
+    from ...chain import resolve_backing_path
+    from ...errors import ImgscopeError
+    from ...io import Source
+    try:
+        with Source(resolve_backing_path(img.path, m.data_file)) as src:
+            return src.data_ranges()
+    except ImgscopeError:
+        return None
 
 
 def _layer_runs(t: Any, l1: np.ndarray, nclusters: int, sub: int,

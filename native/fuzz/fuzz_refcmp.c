@@ -1,0 +1,47 @@
+/* libFuzzer harness for isn_refcmp and isn_add_refs_w.
+ * input = u8 widths, u8 cluster_bits, u16 n, u16 cap, then 16-byte records (u64 offset, u64 length)
+ * added with add_refs_w, the rest as the on-disk counters. */
+#include "fuzz_common.h"
+
+static const int WIDTHS[4] = {1, 2, 4, 8};
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    cursor c = {data, size};
+    unsigned w = (unsigned)take(&c, 1);
+    int cb = (int)(int8_t)take(&c, 1);
+    size_t n = (size_t)take(&c, 2), cap = (size_t)take(&c, 2) % 512;
+    int cw = WIDTHS[w & 3], ow = WIDTHS[(w >> 2) & 3];
+    size_t nrec = (c.left / 2) / 16;
+    uint64_t *off = xmalloc(nrec * 8), *len = xmalloc(nrec * 8);
+    for (size_t i = 0; i < nrec; i++) {
+        off[i] = take(&c, 8) % ((uint64_t)n << 9 | 1);
+        len[i] = take(&c, 8) % 4096;
+    }
+    void *computed = xmalloc(n * 8), *ondisk = xmalloc(n * 8);
+    uint8_t *bad = xmalloc(n), *what = xmalloc(cap);
+    uint64_t *idx = xmalloc(cap * 8);
+    memset(computed, 0, n * 8);
+    memset(ondisk, 0, n * 8);
+    memcpy(ondisk, c.p, c.left < n * 8 ? c.left : n * 8);
+    for (size_t i = 0; i < n; i++)
+        bad[i] = (uint8_t)(i < c.left ? c.p[i] % 17 == 0 : 0);
+    int64_t rc = isn_add_refs_w(computed, cw, n, off, len, NULL, nrec, cb, (uint64_t)-1);
+    REQUIRE(rc >= 0 || rc == ISN_EBOUNDS || rc == ISN_EARG);
+    int64_t last = 0;
+    int64_t m = isn_refcmp(ondisk, ow, computed, cw, bad, n, idx, what, cap, &last);
+    REQUIRE(m >= 0 || m == ISN_EARG);
+    if (m >= 0) {
+        REQUIRE(last >= -1 && last < (int64_t)n);
+        for (size_t i = 0; i < (size_t)m && i < cap; i++)
+            REQUIRE(idx[i] < n && what[i] >= ISN_CMP_UNREADABLE && what[i] <= ISN_CMP_HIGH);
+    }
+    free(off);
+    free(len);
+    free(computed);
+    free(ondisk);
+    free(bad);
+    free(what);
+    free(idx);
+    return 0;
+}
