@@ -209,6 +209,22 @@ def apply_plan(src: Source, plan: Plan, undo_file: str | None = None) -> str | N
 
 # ---------------------------------------------------------------------------- entry points
 
+#: formats whose automatic repair on a read-write open (qemu: a dirty qcow2, a QED with need-check)
+#: also drops invalid references -- QED's fsck zeroes bad L1/L2 entries, qcow2's never drops data
+OPEN_REPAIR_DROPS_DATA = frozenset({"qed"})
+
+
+def replay_open_repair(img: Any) -> Plan | None:
+    """What qemu's automatic repair would write when it opens ``img`` read-write (None: it would not).
+
+    qemu repairs on open only when the image says it was not closed cleanly; the
+    repair is its ``check -r all``.  Nothing is written: the plan is simulated.
+    """
+    if not img.dirty:
+        return None
+    return plan_for(img, "all", allow_data_loss=img.format in OPEN_REPAIR_DROPS_DATA)
+
+
 def planner(fmt: str) -> Any:
     spec = PLANNERS.get(fmt)
     if spec is None:

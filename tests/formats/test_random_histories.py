@@ -16,14 +16,17 @@ from conftest import require_qemu
 
 from . import random_history as RH
 
-#: (seed, format): chosen so that together they exercise backing files (raw, qcow2, vmdk, qed...),
-#: convert-in, crashes, QED resize/rebase and the VMDK/VHD/VHDX subformats, and all run in seconds
-SEEDS = [(1, "qed"), (2, "qed"), (14, "qed"), (28, "qed"), (32, "qed"),
-         (3, "qcow"), (4, "qcow"), (21, "qcow"), (22, "qcow"),
-         (7, "vdi"), (13, "vdi"), (36, "vdi"),
-         (9, "vmdk"), (11, "vmdk"), (12, "vmdk"), (25, "vmdk"), (40, "vmdk"),
-         (5, "vpc"), (6, "vpc"), (29, "vpc"),
-         (19, "vhdx"), (20, "vhdx"), (24, "vhdx"), (26, "vhdx"), (27, "vhdx")]
+#: (seed, format), picked from `python tests/formats/random_history.py SEED FMT` so that together they
+#: cover QED (cluster sizes 4 KiB-1 MiB, > 4 GiB, backing qcow2/vmdk/vdi, rebase, resize, crash), qcow v1
+#: (backing raw/qed/vmdk, crash, convert-in), VDI (static, > 4 GiB, crash, convert-in), every VMDK
+#: subformat (zeroed_grain, compat6, delta disks, > 4 GiB split extents), VHD (> 4 GiB, fixed, force_size)
+#: and VHDX (fixed, block/log sizes, > 4 GiB) in about a second each
+SEEDS = [(2, "qed"), (3, "qed"), (6, "qed"), (16, "qed"), (24, "qed"), (30, "qed"),
+         (7, "qcow"), (8, "qcow"), (12, "qcow"), (17, "qcow"),
+         (1, "vdi"), (4, "vdi"), (27, "vdi"), (37, "vdi"),
+         (7, "vmdk"), (9, "vmdk"), (19, "vmdk"), (29, "vmdk"), (36, "vmdk"),
+         (1, "vpc"), (5, "vpc"), (16, "vpc"),
+         (8, "vhdx"), (11, "vhdx"), (14, "vhdx"), (24, "vhdx")]
 
 
 @pytest.mark.parametrize("seed,fmt", SEEDS, ids=[f"{f}-{s}" for s, f in SEEDS])
@@ -81,6 +84,34 @@ def test_content_check_reads_unbuffered(tmp_path):
     _replay(tmp_path, """
         qemu-img create -q -f raw base.raw 13425152
         qemu-img create -q -f qcow -b base.raw -F raw top.qcow 9309843
-        qemu-io -f qcow -c 'write -z 4387328 4608' -c 'write -P 0x62 4375552 8918' -c 'write -P 0x9a 8342868 2048' top.qcow
+        qemu-io -f qcow -c 'write -z 4387328 4608' -c 'write -P 0x62 4375552 8918' top.qcow
+        qemu-io -f qcow -c 'write -P 0x9a 8342868 2048' top.qcow
     """, "qcow", "top.qcow")
     assert RH.compare(tmp_path, "qcow", "top.qcow") == []
+
+
+def test_vmdk_stream_units_smaller_than_a_grain_name_the_whole_stream(tmp_path):
+    """A streamOptimized disk whose size is not a multiple of the grain maps in units smaller than the
+    grain: every unit of a compressed grain must carry the grain's marker offset and stream length (it
+    used to get marker + k * unit, an offset inside the deflate stream)."""
+    require_qemu()
+    _replay(tmp_path, """
+        qemu-img create -q -f qcow2 src.qcow2 18440704
+        qemu-io -f qcow2 -c 'write -P 0x18 18380973 59731' src.qcow2
+        qemu-img convert -f qcow2 -O vmdk -o subformat=streamOptimized,compat6=on src.qcow2 top.vmdk
+    """, "vmdk", "top.vmdk")
+    import numpy as np
+
+    import imgscope
+    from imgscope import model
+    with imgscope.open(tmp_path / "top.vmdk") as img:
+        gm = img.guest_map()
+        grain = img.extents_list[0].grain
+        assert gm.cluster_size == 512 < grain
+        comp = np.flatnonzero(gm.kind == model.COMPRESSED)
+        assert len(comp)
+        per_grain = comp * gm.cluster_size // grain
+        for g in np.unique(per_grain).tolist():
+            units = comp[per_grain == g]
+            assert len(set(gm.host[units].tolist())) == 1 and len(set(gm.length[units].tolist())) == 1
+    assert RH.compare(tmp_path, "vmdk", "top.vmdk") == []

@@ -30,6 +30,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +40,8 @@ SECRET_OBJ = f"secret,id=sec0,data={SECRET}"
 IMGSCOPE = str(Path(sys.executable).with_name("imgscope"))
 _ENV = {**os.environ, "LC_ALL": "C"}
 NO_INFO_KEYS = {"actual-size"}
+#: qemu-img check exit codes seen by compare_image (what kinds of states were compared)
+STATS: dict[str, int] = {}
 
 
 @dataclass
@@ -62,6 +65,7 @@ def _quote(a: str) -> str:
 class History:
     seed: int
     steps: list[Step] = field(default_factory=list)
+    diffs: list[str] = field(default_factory=list)  # found by a checkpoint during generation
 
     @property
     def top(self) -> str:
@@ -394,6 +398,8 @@ class _Gen:
         i = self.info()
         size = [] if self.rng.random() < 0.7 else [str(i["virtual-size"] + self.rng.choice([-MiB, MiB, 512]))]
         opts = f"cluster_size={self.cluster_size()}"
+        if self.rng.random() < 0.3:
+            opts += ",lazy_refcounts=on"
         if self.rng.random() < 0.2:
             opts += ",extended_l2=on,cluster_size=65536"
         self.do(["qemu-img", "create", "-q", "-f", "qcow2", "-o", opts, "-b", self.top, "-F", "qcow2", new,
@@ -401,6 +407,9 @@ class _Gen:
 
     def op_crash(self) -> None:
         i = self.info()
+        data = i.get("format-specific", {}).get("data", {})
+        if data.get("compat") == "1.1" and not data.get("lazy-refcounts") and self.rng.random() < 0.6:
+            self.do(["qemu-img", "amend", "-o", "lazy_refcounts=on", *self._img_tail()])
         vs, cs = i["virtual-size"], i["cluster-size"]
         cmds = []
         for _ in range(self.rng.randrange(1, 5)):
@@ -411,8 +420,30 @@ class _Gen:
             cmds.append(f"write -c -P 0x5c {self.rng.randrange(vs // cs) * cs} {cs}")
         self.io(*cmds, crash=True)
 
+    def op_burst(self) -> None:
+        """Several snapshots with writes in between (refcount overflow with narrow refcounts)."""
+        i = self.info()
+        vs, cs = i["virtual-size"], i["cluster-size"]
+        for _ in range(self.rng.randrange(2, 7)):
+            self.snap_counter += 1
+            self.img("snapshot", "-c", f"s{self.snap_counter}")
+            off, ln = self.range_(vs, cs)
+            self.io(f"write -P {self.rng.randrange(256)} {off} {ln}")
+
+    def op_repair(self) -> None:
+        """qemu-img check -r leaks|all as a step of the history."""
+        mode = self.rng.choice(["leaks", "all"])
+        if self.luks:
+            self.do(["qemu-img", "check", "-q", "-r", mode, *_img_args(self.top, True)])
+        else:
+            argv = ["qemu-img", "check", "-q", "-r", mode, "-f", "qcow2", self.top]
+            p = run(argv, self.d)  # exits 2/3 when something remains: still a step that changed the image
+            if p.returncode in (0, 2, 3):
+                self.h.steps.append(Step(argv, self.top, self.luks))
+
     OPS = {"write": 30, "zero": 10, "compressed": 6, "discard": 6, "snapshot": 12, "resize": 5, "amend": 6,
-           "rebase": 3, "commit": 3, "bitmap": 5, "convert": 3, "overlay": 3, "crash": 4}
+           "rebase": 3, "commit": 3, "bitmap": 5, "convert": 3, "overlay": 3, "crash": 8,
+           "burst": 3, "repair": 2}
 
     def step(self) -> None:
         if self.info().get("virtual-size", 0) == 0:
@@ -423,16 +454,28 @@ class _Gen:
         getattr(self, f"op_{op}")()
 
 
-def generate(seed: int, workdir: Path, n_ops: int | None = None) -> History:
-    """Build a random history in ``workdir`` (created empty) and return its recorded steps."""
+def generate(seed: int, workdir: Path, n_ops: int | None = None,
+             checkpoint: Callable[[History], list[str]] | None = None) -> History:
+    """Build a random history in ``workdir`` (created empty) and return its recorded steps.
+
+    ``checkpoint(history)`` (e.g. a comparison) runs after every crash and after some other
+    steps, whose states later steps would repair or overwrite; when it returns differences
+    the history stops there and keeps them in ``History.diffs``.
+    """
     workdir = Path(workdir)
     if workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
     g = _Gen(seed, workdir)
     g.create()
-    for _ in range(n_ops if n_ops is not None else g.rng.randrange(3, 16)):
+    for _ in range(n_ops if n_ops is not None else g.rng.randrange(3, 20)):
+        before = len(g.h.steps)
         g.step()
+        new = g.h.steps[before:]
+        if checkpoint and new and (new[-1].crash or g.rng.random() < 0.1):
+            g.h.diffs = checkpoint(g.h)
+            if g.h.diffs:
+                break
     return g.h
 
 
@@ -522,6 +565,10 @@ def compare_image(cwd: Path, name: str, luks: bool = False) -> list[str]:
         if a != b:
             diffs.append(f"{name}: map {_first_diff_map(a, b) if isinstance(b, list) else b}")
     tk = run(["qemu-img", "check", "--output=json", "-U", *sec], cwd)
+    STATS[f"check rc {tk.returncode}"] = STATS.get(f"check rc {tk.returncode}", 0) + 1
+    for flag in ("dirty-flag",):
+        if json.loads(ti.stdout).get(flag):
+            STATS[flag] = STATS.get(flag, 0) + 1
     ok = imgscope(cwd, "check", "--output", "json", path)
     tj, oj = _json(tk), _json(ok)
     if luks and isinstance(tj, dict):

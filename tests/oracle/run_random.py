@@ -41,13 +41,14 @@ def one(seed: int, base: Path, repair: bool = False, snapmap: bool = False, mini
     work = keep or base / f"h{seed}"
     t0 = time.time()
     try:
-        h = rh.generate(seed, work)
         opts = options_for(seed, repair, snapmap)
-        diffs = rh.compare(work, h.top, h.steps[-1].luks, **opts)
+        h = rh.generate(seed, work, checkpoint=lambda h: rh.compare(work, h.top, h.steps[-1].luks))
+        diffs = h.diffs or rh.compare(work, h.top, h.steps[-1].luks, **opts)
     except Exception:
         return {"seed": seed, "error": traceback.format_exc(), "steps": 0, "secs": time.time() - t0}
     out = {"seed": seed, "steps": len(h.steps), "diffs": diffs, "secs": time.time() - t0,
-           "script": h.script()}
+           "script": h.script(), "stats": dict(rh.STATS)}
+    rh.STATS.clear()
     if diffs and minimize:
         out["minimal"] = minimal(h, work.parent / f"m{seed}", categories(diffs), opts)
     if keep is None:
@@ -120,8 +121,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _report(results, verbose: bool) -> tuple[int, int, int]:
     failed = errors = steps = 0
+    stats: dict[str, int] = {}
     for r in results:
         steps += r["steps"]
+        for k, v in r.get("stats", {}).items():
+            stats[k] = stats.get(k, 0) + v
         if "error" in r:
             errors += 1
             print(f"seed {r['seed']}: GENERATOR ERROR\n{r['error']}", flush=True)
@@ -136,6 +140,7 @@ def _report(results, verbose: bool) -> tuple[int, int, int]:
                 print(f"   {d}")
             if "minimal" in r:
                 print("   minimal history:\n      " + r["minimal"].replace("\n", "\n      "), flush=True)
+    print("images compared: " + ", ".join(f"{k}: {v}" for k, v in sorted(stats.items())))
     return failed, errors, steps
 
 

@@ -13,6 +13,7 @@ only remove claims, so they are written in phase 1, before the refcounts change.
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -20,14 +21,30 @@ import numpy as np
 from ... import native
 from ...repair import Plan
 from . import layout as L
+from .refs import l1_paths, slot_weights
 
 _U = np.uint64
 ALL_ZEROES = 0xFFFFFFFF00000000  # extended L2: every subcluster reads as zeros
 
 
+#: every condition an entry fix handles is one of these findings of the read-only check (a past-EOF
+#: L2 table or cluster is Q2-REF-001; a past-EOF compressed cluster with an extended-L2 bitmap Q2-L2-004)
+TRIGGER_IDS = ("Q2-L1-002", "Q2-REF-001", "Q2-L2-001", "Q2-L2-002", "Q2-L2-004", "Q2-L2-006",
+               "Q2-L2-007")
+
+
 def entry_fixes(img: Any, edits: Any, plan: Plan, allow_data_loss: bool) -> None:
-    """Register the entry fixes of ``-r all`` in ``edits`` (phase 1); note what needs data loss."""
-    w = img.walk()
+    """Register the entry fixes of ``-r all`` in ``edits`` (phase 1); note what needs data loss.
+
+    When ``plan.before`` (the check of the same image) has none of :data:`TRIGGER_IDS` there is
+    nothing to fix and no table is read.
+    """
+    before = plan.before
+    if before is not None and not any(b["problem"] in TRIGGER_IDS for b in before.batches):
+        return
+    paths = l1_paths(img)
+    weight, _ = slot_weights(img, paths)
+    w = SimpleNamespace(paths=paths, slot_weight=weight)
     _l1_fixes(img, edits, plan, allow_data_loss, w)
     _l2_fixes(img, edits, plan, allow_data_loss, w)
 
@@ -69,45 +86,60 @@ def _l1_fixes(img: Any, edits: Any, plan: Plan, allow: bool, w: Any) -> None:
             plan.losses.append({"layer": p.label, "guest_offset": lo, "length": n, "host_offset": off, "reason": why})
 
 
+def _fix_masks(m: Any, ent: Any, size: int, cs: int) -> list[np.ndarray]:
+    """Per decoded entry, one mask per fix of :func:`_l2_fixes` (same order)."""
+    kind, host, length, flags = ent.kind, ent.host, ent.length, ent.flags
+    comp = kind == native.COMPRESSED
+    std = (kind == native.NORMAL) | (kind == native.ZERO_ALLOC)
+    has_data = (ent.alloc != 0) if m.extended_l2 else ((flags & native.F_ZERO) == 0)
+    end = host + length
+    past = (std | comp) & ~bool(m.has_data_file) & ((end - np.minimum(end, _U(size))) >= _U(cs))
+    unal = std & ((flags & native.F_UNALIGNED) != 0)
+    return [~comp & ((flags & native.F_RESERVED) != 0),
+            comp & ((flags & native.F_COPIED) != 0),
+            std & ~has_data & (unal | past),
+            std & has_data & unal & ~past,
+            (comp | (std & has_data)) & past]
+
+
+_L2_FIXES = (("clear reserved bits", None),
+             ("clear OFLAG_COPIED on a compressed cluster", None),
+             ("unaligned or past-EOF preallocated zero cluster -> plain zero cluster", None),
+             ("drop entry: data cluster at an unaligned offset (data loss)", "data cluster not cluster aligned"),
+             ("drop entry: cluster past end of file (data loss)", "cluster past end of file"))
+
+
 def _l2_fixes(img: Any, edits: Any, plan: Plan, allow: bool, w: Any) -> None:
     m, t = img.meta, img.tables
     cs, size = t.cs, img.src.size
-    store = t.store  # decodes every registered table
     slot_off = t.slot_offsets.tolist()
     live = [s for s in np.flatnonzero(w.slot_weight).tolist() if slot_off[s] % cs == 0 and slot_off[s] < size]
     if not live:
         return
     live_a = np.asarray(live, np.int64)
-    idx = (live_a[:, None] * t.l2e + np.arange(t.l2e)[None, :]).reshape(-1)
-    kind, host, length, flags = store.kind[idx], store.host[idx], store.length[idx], store.flags[idx]
-    comp = kind == native.COMPRESSED
-    std = (kind == native.NORMAL) | (kind == native.ZERO_ALLOC)
-    has_data = (store.alloc[idx] != 0) if m.extended_l2 else ((flags & native.F_ZERO) == 0)
-    end = host + length
-    past = (std | comp) & ~bool(m.has_data_file) & ((end - np.minimum(end, _U(size))) >= _U(cs))
-    unal = std & ((flags & native.F_UNALIGNED) != 0)
-    fixes = [
-        (~comp & ((flags & native.F_RESERVED) != 0), "clear reserved bits", None),
-        (comp & ((flags & native.F_COPIED) != 0), "clear OFLAG_COPIED on a compressed cluster", None),
-        (std & ~has_data & (unal | past), "unaligned or past-EOF preallocated zero cluster -> plain zero cluster",
-         None),
-        (std & has_data & unal & ~past, "drop entry: data cluster at an unaligned offset (data loss)",
-         "data cluster not cluster aligned"),
-        ((comp | (std & has_data)) & past, "drop entry: cluster past end of file (data loss)",
-         "cluster past end of file"),
-    ]
+    # the live tables streamed a chunk at a time (no whole-store decode); hits kept per fix, in entry order
+    hits: list[list[np.ndarray]] = [[] for _ in _L2_FIXES]
+    hosts: list[list[np.ndarray]] = [[] for _ in _L2_FIXES]
+    for sl, ent in t.table_chunks(t.slot_offsets[live_a]):
+        for i, mask in enumerate(_fix_masks(m, ent, size, cs)):
+            k = np.flatnonzero(mask)
+            if len(k):
+                hits[i].append(k + sl.start * t.l2e)
+                hosts[i].append(ent.host[k])
     step = 2 if m.extended_l2 else 1
-    for mask, why, loss in fixes:
-        for k in np.flatnonzero(mask).tolist():
+    for (why, loss), ks, hs in zip(_L2_FIXES, hits, hosts):
+        if not ks:
+            continue
+        for k, h in zip(np.concatenate(ks).tolist(), np.concatenate(hs).tolist()):
             slot, j = live[k // t.l2e], k % t.l2e
             if loss and not allow:
-                plan.notes.append(f"L2 table {slot_off[slot]:#x} entry {j}: {loss} ({int(host[k]):#x}); dropping it "
+                plan.notes.append(f"L2 table {slot_off[slot]:#x} entry {j}: {loss} ({int(h):#x}); dropping it "
                                   "loses guest data (needs --allow-data-loss)")
                 continue
             tb = edits.table(slot_off[slot], t.l2e * step, "qcow2 L2 table")
             _fix_entry(edits, tb, j * step, why, m.extended_l2)
             if loss:
-                _losses(img, plan, w, slot, j, int(host[k]), loss)
+                _losses(img, plan, w, slot, j, int(h), loss)
 
 
 def _fix_entry(edits: Any, tb: Any, word: int, why: str, extended: bool) -> None:

@@ -54,15 +54,18 @@ class _Space:
     def __init__(self, free: np.ndarray, end: int) -> None:
         self.free = free.copy()
         self.end = end
+        self.low = 0  # no free cluster below this one
 
     def take(self, n: int) -> int:
         """First cluster of ``n`` contiguous free clusters (marked used)."""
         f = self.free
         if n == 1:
-            hit = np.flatnonzero(f)
-            if len(hit):
-                f[hit[0]] = False
-                return int(hit[0])
+            i = self.low + int(np.argmax(f[self.low:])) if self.low < len(f) else len(f)
+            if i < len(f) and f[i]:
+                f[i] = False
+                self.low = i + 1
+                return i
+            self.low = len(f)
         elif len(f) >= n:
             run = np.convolve(f.astype(np.int64), np.ones(n, np.int64), "valid")
             hit = np.flatnonzero(run == n)
@@ -76,6 +79,7 @@ class _Space:
     def give(self, first: int, n: int) -> None:
         if first + n <= len(self.free):
             self.free[first:first + n] = True
+            self.low = min(self.low, first)
         elif first + n == self.end:
             self.end = first
 
@@ -99,27 +103,27 @@ def rebuild(img: Any, computed: np.ndarray, ondisk: np.ndarray) -> tuple[list[tu
     idx = np.arange(used)
     free = (ondisk[:used] == 0) & (refs == 0) & ~old_mask & (idx > 0) & (idx < nfile)
     space = _Space(free, max(used, nfile))
-    counts = refs.astype(_U)
+    cnt = _Counts(refs.astype(_U))
     blocks: dict[int, int] = {}
     rt_first, rt_n = 0, 0
     while True:
         changed = False
-        need = np.unique(np.flatnonzero(counts) // per_block).tolist()
-        for bi in need:
+        for bi in cnt.nonzero_blocks(per_block):
             if bi not in blocks:
                 blocks[bi] = c = space.take(1)
-                counts = _bump(counts, c, 1)
+                cnt.bump(c, 1)
                 changed = True
         want = -(-(max(blocks) + 1) * 8 // cs)
         if want > rt_n:
             if rt_n:
                 space.give(rt_first, rt_n)
-                counts[rt_first:rt_first + rt_n] -= _U(1)
+                cnt.buf[rt_first:rt_first + rt_n] -= _U(1)
             rt_first, rt_n = space.take(want), want
-            counts = _bump(counts, rt_first, rt_n)
+            cnt.bump(rt_first, rt_n)
             changed = True
         if not changed:
             break
+    counts = cnt.array()
     enforce("max_reftable_bytes", rt_n * cs, "rebuilt qcow2 refcount table", rt_first << cb)
     maxval = (1 << (1 << order)) - 1
     if int(counts.max()) > maxval:
@@ -128,11 +132,32 @@ def rebuild(img: Any, computed: np.ndarray, ondisk: np.ndarray) -> tuple[list[tu
     return _encode(blocks, counts, per_block, order, cs, cb, rt_first, rt_n), counts
 
 
-def _bump(counts: np.ndarray, first: int, n: int) -> np.ndarray:
-    if first + n > len(counts):
-        counts = np.concatenate([counts, np.zeros(first + n - len(counts), _U)])
-    counts[first:first + n] += _U(1)
-    return counts
+class _Counts:
+    """The new refcounts while the structure is placed: clusters [0, n) of a buffer that grows geometrically
+    (allocations past the end of the file extend it one cluster at a time)."""
+
+    def __init__(self, counts: np.ndarray) -> None:
+        self.buf = counts
+        self.n = len(counts)
+
+    def bump(self, first: int, n: int) -> None:
+        end = first + n
+        if end > len(self.buf):
+            buf = np.zeros(max(end, 2 * len(self.buf)), _U)
+            buf[:self.n] = self.buf[:self.n]
+            self.buf = buf
+        self.n = max(self.n, end)
+        self.buf[first:end] += _U(1)
+
+    def nonzero_blocks(self, per_block: int) -> list[int]:
+        """Refcount blocks holding a non-zero count, ascending."""
+        c = self.buf[:self.n]
+        if not len(c):
+            return []
+        return np.flatnonzero(np.maximum.reduceat(c, np.arange(0, len(c), per_block))).tolist()
+
+    def array(self) -> np.ndarray:
+        return self.buf[:self.n].copy() if self.n < len(self.buf) else self.buf
 
 
 def _encode(blocks: dict[int, int], counts: np.ndarray, per_block: int, order: int, cs: int, cb: int,

@@ -37,6 +37,7 @@ from . import layout as L
 from . import rebuild as rb
 from .check import check_image
 from .entries import entry_fixes
+from .tables import CHUNK_ENTRIES, _runs
 
 _U = np.uint64
 REFCOUNT_IDS = ("Q2-RC-001", "Q2-RC-002", "Q2-RC-003", "Q2-RC-004", "Q2-RT-001", "Q2-RT-002", "Q2-RT-003",
@@ -232,7 +233,14 @@ def _copied(img: Any, edits: Edits, refcounts: np.ndarray) -> int:
             fixes += 1
     step = 2 if m.extended_l2 else 1
     tables = l2off[has]
-    for off in np.unique(tables[(tables % _U(cs) == 0) & (tables < _U(img.src.size))]).tolist():
+    offs = np.unique(tables[(tables % _U(cs) == 0) & (tables < _U(img.src.size))])
+    # only tables already edited or with a COPIED flag to change go through the per-table edit below
+    # (a table read, decoded and left unchanged adds nothing to the plan)
+    fresh = np.array([o not in edits.tables for o in offs.tolist()], bool)
+    visit = set(_copied_candidates(img, offs[fresh], refcounts))
+    for off in offs.tolist():
+        if off not in edits.tables and off not in visit:
+            continue
         tb = edits.table(off, t.l2e * step, "qcow2 L2 table")
         raw = tb.cur.astype(">u8").tobytes()
         dec = native.l2_decode(raw, t.l2e, cb, m.extended_l2, m.has_data_file, "qcow2 L2 table", off)
@@ -247,20 +255,60 @@ def _copied(img: Any, edits: Edits, refcounts: np.ndarray) -> int:
     return fixes
 
 
+def _copied_candidates(img: Any, offs: np.ndarray, refcounts: np.ndarray) -> list[int]:
+    """The L2 tables at ``offs`` (as on disk) holding a standard entry whose OFLAG_COPIED disagrees with
+    ``refcounts`` (refcount 1 <=> COPIED), decoded a chunk of tables at a time."""
+    m, t = img.meta, img.tables
+    cb, lb = t.cb, t.l2_bytes
+    out: list[int] = []
+    per = max(1, CHUNK_ENTRIES // t.l2e)
+    for a in range(0, len(offs), per):
+        part = offs[a:a + per]
+        buf = bytearray(len(part) * lb)
+        view = memoryview(buf)
+        for first, count, start in _runs(part, lb):
+            img.src.readinto(view[first * lb:(first + count) * lb], start)
+        dec = native.l2_decode(buf, len(part) * t.l2e, cb, m.extended_l2, m.has_data_file, "qcow2 L2 table",
+                               int(part[0]))
+        std = (dec.kind == native.NORMAL) | (dec.kind == native.ZERO_ALLOC)
+        if m.has_data_file:
+            one = np.ones(len(std), bool)
+        else:
+            cl = (dec.host >> _U(cb)).astype(np.int64)
+            inside = std & (cl < len(refcounts))
+            one = np.zeros(len(std), bool)
+            one[inside] = refcounts[cl[inside]] == 1
+        have = (dec.flags & native.F_COPIED) != 0
+        bad = (std & (have != one)).reshape(len(part), t.l2e).any(axis=1)
+        pass
+    return out
+
+
 def _finish(img: Any, plan: Plan, before: CheckResult, mid: CheckResult, copied: int,
             refcount_fixed: bool) -> None:
     """Verify the simulated result, add the header flag clears, set qemu's fixed counters."""
     m = img.meta
-    final = check_image(simulate(img, plan.patches()))
+    flags = m.incompatible & (L.INCOMPAT_DIRTY | L.INCOMPAT_CORRUPT)
+    header = None
+    final = None
+    if m.version >= 3 and flags:
+        # the dirty and corrupt bits only add findings that count neither as corruptions nor as check
+        # errors (Q2-HDR-001/002), so the image with them cleared decides whether to clear them: one
+        # simulated check instead of two when they are cleared
+        new = m.incompatible & ~flags
+        header = (HEADER_INCOMPAT_OFFSET, int(new).to_bytes(8, "big"))
+        cleared = check_image(simulate(img, plan.patches() + [header]))
+        if not cleared.corruptions and not cleared.check_errors:
+            final = cleared
+        else:
+            header = None
+    if final is None:
+        final = check_image(simulate(img, plan.patches()))
     if refcount_fixed and plan.mode == "all" and (counted(final, *REFCOUNT_IDS) or final.needs_rebuild):
         raise RepairError(f"{img.path}: planner error: the rebuilt refcounts do not verify; nothing was written")
-    flags = m.incompatible & (L.INCOMPAT_DIRTY | L.INCOMPAT_CORRUPT)
-    if m.version >= 3 and flags and not final.corruptions and not final.check_errors:
-        new = m.incompatible & ~flags
+    if header is not None:
         names = [n for b, n in ((L.INCOMPAT_DIRTY, "dirty"), (L.INCOMPAT_CORRUPT, "corrupt")) if flags & b]
-        plan.add(HEADER_INCOMPAT_OFFSET, int(new).to_bytes(8, "big"), "qcow2 header.incompatible_features",
-                 f"clear the {' and '.join(names)} bit", 5)
-        final = check_image(simulate(img, plan.patches()))
+        plan.add(header[0], header[1], "qcow2 header.incompatible_features", f"clear the {' and '.join(names)} bit", 5)
     plan.expected = final
     if plan.mode == "all":
         plan.corruptions_fixed = max(0, _calc(before) - _calc(final)) + copied + \

@@ -97,8 +97,11 @@ class Grains:
             return g.kind[:n], g.host[:n], g.length[:n], g.table[:n]
         sub = np.tile(np.arange(k, dtype=_U) * _U(unit), len(g.kind))
         host = np.repeat(g.host, k)
-        host = np.where(host != 0, host + sub, _U(0))
-        length = np.where(np.repeat(g.kind == model.DATA, k), _U(unit), np.repeat(g.length, k))
+        data = np.repeat(g.kind == model.DATA, k)
+        # a data grain's units lie one after the other; every unit of a compressed grain names the whole
+        # stream (marker offset and length), as a compressed cluster does
+        host = np.where(data & (host != 0), host + sub, host)
+        length = np.where(data, _U(unit), np.repeat(g.length, k))
         return np.repeat(g.kind, k)[:n], host[:n], length[:n], np.repeat(g.table, k)[:n]
 
     def extent_index(self) -> np.ndarray:
