@@ -29,7 +29,7 @@ ALL_ZEROES = 0xFFFFFFFF00000000  # extended L2: every subcluster reads as zeros
 
 #: every condition an entry fix handles is one of these findings of the read-only check (a past-EOF
 #: L2 table or cluster is Q2-REF-001; a past-EOF compressed cluster with an extended-L2 bitmap Q2-L2-004)
-TRIGGER_IDS = ("Q2-L1-002", "Q2-REF-001", "Q2-L2-001", "Q2-L2-002", "Q2-L2-004", "Q2-L2-006",
+TRIGGER_IDS = ("Q2-L1-001", "Q2-L1-002", "Q2-REF-001", "Q2-L2-001", "Q2-L2-002", "Q2-L2-004", "Q2-L2-006",
                "Q2-L2-007")
 
 

@@ -280,7 +280,7 @@ def _copied_candidates(img: Any, offs: np.ndarray, refcounts: np.ndarray) -> lis
             one[inside] = refcounts[cl[inside]] == 1
         have = (dec.flags & native.F_COPIED) != 0
         bad = (std & (have != one)).reshape(len(part), t.l2e).any(axis=1)
-        pass
+        out.extend(part[bad].tolist())
     return out
 
 
