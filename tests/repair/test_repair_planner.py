@@ -40,14 +40,35 @@ def _plan_digest(path: Path, mode: str, allow: bool) -> dict:
             "summary": plan.expected.summary() if plan.expected else None}
 
 
+def _copied_flags(p: Path, opts: str = "") -> Path:
+    """COPIED missing on clusters with refcount 1 and set on clusters shared with a snapshot, in several
+    L2 tables (phase-1 clears and phase-4 sets)."""
+    from repair_helpers import create, l2_entry, poke, qemu_io, snapshot
+    create(p, "2G", opts)
+    offs = [i * (256 << 20) + (1 << 20) for i in range(8)]  # one per L2 table with 64 KiB clusters
+    qemu_io(p, *[f"write -P {i + 1} {o} 128k" for i, o in enumerate(offs)])
+    snapshot(p, "s1")
+    qemu_io(p, *[f"write -P 9 {o} 64k" for o in offs[::2]])
+    for o in (offs[2], offs[6]):  # rewritten after the snapshot: refcount 1
+        where, e = l2_entry(p, o)
+        poke(p, where, e & ~(1 << 63))
+    for o in (offs[3] + (64 << 10), offs[5] + (64 << 10)):  # shared with the snapshot: refcount 2
+        where, e = l2_entry(p, o)
+        poke(p, where, e | (1 << 63))
+    return p
+
+
 @pytest.mark.parametrize("case", ["dirty-snapshot", "dirty-extended-l2", "data-past-eof", "l2-past-eof",
-                                  "prealloc-unaligned", "l2-reserved", "l1-reserved", "copied-compressed"])
+                                  "prealloc-unaligned", "l2-reserved", "l1-reserved", "copied-compressed",
+                                  "copied-flags", "copied-flags-extended-l2"])
 @pytest.mark.parametrize("allow", [False, True])
 def test_shortcuts_give_the_full_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str,
                                       allow: bool) -> None:
     require_qemu()
     import test_repair_qemu as T
-    p = {**T.CASES, **T.BEYOND}[case](tmp_path / "i.qcow2")
+    builders = {**T.CASES, **T.BEYOND, "copied-flags": _copied_flags,
+                "copied-flags-extended-l2": lambda p: _copied_flags(p, "extended_l2=on")}
+    p = builders[case](tmp_path / "i.qcow2")
     fast = _plan_digest(p, "all", allow)
     with monkeypatch.context() as mp:  # one table per chunk in the streamed paths
         chunks = Qcow2Tables.table_chunks
