@@ -42,7 +42,7 @@ def one(seed: int, base: Path, repair: bool = False, snapmap: bool = False, mini
     t0 = time.time()
     try:
         opts = options_for(seed, repair, snapmap)
-        h = rh.generate(seed, work, checkpoint=lambda h: rh.compare(work, h.top, h.steps[-1].luks))
+        h = rh.generate(seed, work, checkpoint=lambda h: rh.compare(work, h.top, h.steps[-1].luks, **opts))
         diffs = h.diffs or rh.compare(work, h.top, h.steps[-1].luks, **opts)
     except Exception:
         return {"seed": seed, "error": traceback.format_exc(), "steps": 0, "secs": time.time() - t0}
