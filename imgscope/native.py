@@ -366,8 +366,10 @@ def l2_scan(buf: object, toff: np.ndarray, weight: np.ndarray, active: np.ndarra
     """check_refcounts_l2 + BlockFragInfo over whole L2 tables, table ``t`` at byte ``toff[t]`` of ``buf``.
 
     Returns (stats int64[5] = compressed, allocated, fragmented, 1 + last cluster counted, overflows;
-    dirty uint8 per table).  Dirty tables (an entry needing a finding) are not counted: the caller
-    analyses them with the decoded-entry path.  See isn_l2_scan in native/imgscope_native.h.
+    dirty uint8 per table).  Dirty tables (1: an entry needing a check_refcounts_l2 finding) are not
+    counted: the caller analyses them with the decoded-entry path; tables whose only finding is an
+    OFLAG_COPIED mismatch of an active table (2) are counted like clean ones (0).  See isn_l2_scan in
+    native/imgscope_native.h.
     """
     toff = np.ascontiguousarray(toff, dtype=np.uint64)
     weight = np.ascontiguousarray(weight, dtype=np.uint32)
@@ -442,8 +444,9 @@ def _l2_scan_python(buf: np.ndarray, toff: np.ndarray, weight: np.ndarray, activ
         ok = np.ones(len(kind), bool)
         if bad is not None:
             ok[inside] = ~bad[c[inside]]
-    anom |= chk & ok & ((rc == 1) != ((flags & F_COPIED) != 0))
+    cmis = chk & ok & ((rc == 1) != ((flags & F_COPIED) != 0))
     dirty = anom.reshape(nt, l2e).any(axis=1) if nt else np.zeros(0, bool)
+    copied = cmis.reshape(nt, l2e).any(axis=1) & ~dirty if nt else np.zeros(0, bool)
     clean = np.repeat(~dirty, l2e)
     wt = np.repeat(weight, l2e)
     sel_c = clean & comp
@@ -465,7 +468,7 @@ def _l2_scan_python(buf: np.ndarray, toff: np.ndarray, weight: np.ndarray, activ
     w = active[rows].astype(np.int64)
     stats = np.array([(w * ncomp).sum(), (w * (ncomp + std.sum(axis=1))).sum(), (w * (ncomp + nfrag)).sum(),
                       used, over], np.int64)
-    return stats, dirty.astype(np.uint8)
+    return stats, np.where(dirty, 1, np.where(copied, 2, 0)).astype(np.uint8)
 
 
 def refblocks_gather(buf: object, file_size: int, rt: np.ndarray, order: int, cluster_bits: int, n: int,

@@ -140,13 +140,16 @@ static inline int past_eof(uint64_t off, uint64_t len, uint64_t file_size, uint6
     return end - (end < file_size ? end : file_size) >= cs;
 }
 
-/* One table: does any entry need a finding (returns 1)?  W_OD is the on-disk counter width. */
+/* One table: does any entry need a finding of check_refcounts_l2 (returns 1)?  Otherwise 2 when an
+ * active table's COPIED flag disagrees with an on-disk refcount (the table is still counted), else 0.
+ * W_OD is the on-disk counter width. */
 static inline __attribute__((always_inline)) int table_dirty(
     const uint8_t *buf, size_t buflen, uint64_t base, int inside, size_t l2e, int cb, int extended, int data_file,
     uint64_t file_size, size_t ncounts, uint64_t act, const void *ondisk, const int W_OD, size_t nondisk,
     const uint8_t *bad, size_t *lo, size_t *hi)
 {
     size_t first = l2e, end = 0;
+    int copied = 0;
     const uint64_t cs = 1ULL << cb;
     const size_t esz = extended ? 16 : 8;
     /* entries that are plain allocated clusters, read with the fast test below */
@@ -165,7 +168,7 @@ static inline __attribute__((always_inline)) int table_dirty(
             /* a cluster-aligned normal entry */
             if (data_file) {
                 if (act && !(raw & OFLAG_COPIED))
-                    return 1;
+                    copied = 1;
                 continue;
             }
             const uint64_t host = raw & L2E_OFFSET_MASK;
@@ -175,7 +178,7 @@ static inline __attribute__((always_inline)) int table_dirty(
                 const size_t c = (size_t)(host >> cb);
                 const uint64_t rc = c < nondisk ? get_counter(ondisk, W_OD, c) : 0;
                 if (!(bad && c < nondisk && bad[c]) && ((rc == 1) != ((raw & OFLAG_COPIED) != 0)))
-                    return 1;
+                    copied = 1;
             }
             continue;
         }
@@ -207,12 +210,12 @@ static inline __attribute__((always_inline)) int table_dirty(
                 ok = !(bad && c < nondisk && bad[c]);
             }
             if (ok && ((rc == 1) != ((e.flags & ISN_F_COPIED) != 0)))
-                return 1;
+                copied = 1;
         }
     }
     *lo = first;
     *hi = end;
-    return 0;
+    return copied ? 2 : 0;
 }
 
 /* One clean table: add its references, return overflows; *tc, *ts, *tf: compressed, standard, fragmented. */
@@ -282,13 +285,14 @@ static inline __attribute__((always_inline)) int64_t scan_impl(
         const int inside = base <= buflen && (buflen - base) / esz >= l2e;
         const uint64_t act = active[t];
         size_t lo = 0, hi = 0;
-        if (table_dirty(buf, buflen, base, inside, l2e, cb, extended, data_file, file_size, ncounts, act, ondisk,
-                        W_OD, nondisk, bad, &lo, &hi)) {
+        const int d = table_dirty(buf, buflen, base, inside, l2e, cb, extended, data_file, file_size, ncounts, act,
+                                  ondisk, W_OD, nondisk, bad, &lo, &hi);
+        if (d == 1) {
             dirty[t] = 1;
             ndirty++;
             continue;
         }
-        dirty[t] = 0;
+        dirty[t] = (uint8_t)d;
         int64_t tc, ts, tf;
         over += table_count(buf, buflen, base, inside, lo, hi, cb, extended, data_file, counts, W_C, weight[t],
                             maxval, &used, &tc, &ts, &tf);

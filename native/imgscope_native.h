@@ -77,13 +77,14 @@ int64_t isn_add_refs_w(void *counts, int width, size_t ncounts, const uint64_t *
  * (bytes at or past buflen read as zero, as qemu reads past EOF).  A table is "dirty" (dirty[t] = 1,
  * nothing counted) when any entry needs a finding: reserved bits, an unaligned cluster, COPIED on a
  * compressed entry, a compressed entry with a data file or a subcluster bitmap, a bad subcluster
- * bitmap, a reference qemu would not count (a cluster or more past file_size) or one outside counts,
- * or -- when active[t] > 0 -- an allocated entry whose COPIED flag disagrees with its on-disk refcount
- * (ondisk[c], 0 past nondisk; skipped where bad[c]; refcount 1 with a data file).  For every clean
- * table, weight[t] references per touched cluster are added to counts (saturating at maxval; refused
- * increments are overflows) and, times active[t], BlockFragInfo's compressed/allocated/fragmented
- * counts (contiguity restarts per table).  stats = {compressed, allocated, fragmented, 1 + last
- * cluster counted (0 if none), overflows}.  Returns the number of dirty tables or ISN_EARG. */
+ * bitmap, a reference qemu would not count (a cluster or more past file_size) or one outside counts.
+ * Otherwise dirty[t] = 2 when active[t] > 0 and an allocated entry's COPIED flag disagrees with its
+ * on-disk refcount (ondisk[c], 0 past nondisk; skipped where bad[c]; refcount 1 with a data file),
+ * else 0.  For every table with dirty[t] != 1, weight[t] references per touched cluster are added to
+ * counts (saturating at maxval; refused increments are overflows) and, times active[t], BlockFragInfo's
+ * compressed/allocated/fragmented counts (contiguity restarts per table).  stats = {compressed,
+ * allocated, fragmented, 1 + last cluster counted (0 if none), overflows}.  Returns the number of
+ * tables with dirty[t] = 1 or ISN_EARG. */
 int64_t isn_l2_scan(const uint8_t *buf, size_t buflen, const uint64_t *toff, const uint32_t *weight,
                     const uint32_t *active, size_t ntables, size_t l2e, int cluster_bits, int extended,
                     int data_file, uint64_t file_size, void *counts, int counts_width, size_t ncounts,

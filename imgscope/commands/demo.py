@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-from importlib import resources
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -10,6 +9,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def sample_path() -> str:
+    from importlib import resources  # imported here: every CLI start builds the parser from this module
     return str(resources.files("imgscope") / "data" / "sample.qcow2")
 
 

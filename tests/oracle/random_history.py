@@ -468,11 +468,12 @@ def generate(seed: int, workdir: Path, n_ops: int | None = None,
     workdir.mkdir(parents=True)
     g = _Gen(seed, workdir)
     g.create()
+    every = random.Random(seed ^ 0x5EED)  # checkpoints: the history itself does not depend on them
     for _ in range(n_ops if n_ops is not None else g.rng.randrange(3, 20)):
         before = len(g.h.steps)
         g.step()
         new = g.h.steps[before:]
-        if checkpoint and new and (new[-1].crash or g.rng.random() < 0.1):
+        if checkpoint and new and (new[-1].crash or every.random() < 0.1):
             g.h.diffs = checkpoint(g.h)
             if g.h.diffs:
                 break

@@ -73,7 +73,7 @@ def test_shortcuts_give_the_full_plan(tmp_path: Path, monkeypatch: pytest.Monkey
     with monkeypatch.context() as mp:  # one table per chunk in the streamed paths
         chunks = Qcow2Tables.table_chunks
         mp.setattr(Qcow2Tables, "table_chunks", lambda self, offsets, max_entries=1: chunks(self, offsets, 1))
-        mp.setattr(qrepair, "CHUNK_ENTRIES", 1)
+        mp.setattr(qrepair, "_SCAN_ENTRIES", 1)
         assert _plan_digest(p, "all", allow) == fast
     monkeypatch.setattr(entries, "TRIGGER_IDS", _Everything())
     monkeypatch.setattr(qrepair, "_copied_candidates", lambda img, offs, refcounts: offs.tolist())

@@ -305,7 +305,9 @@ def _scan_fused(img: Any, res: CheckResult, imrt: _Imrt, slot_weight: np.ndarray
                 scan: _Scan) -> _Scan | None:
     """_scan_tables with the fused kernel (native.l2_scan): clean tables are counted without decoding
     them into arrays; tables with anything to report go through the decoded-entry path below, in
-    slot order, so findings equal a one-pass scan's.  None when a refcount overflowed (the caller
+    slot order, so findings equal a one-pass scan's (tables whose only findings are OFLAG_COPIED
+    mismatches are counted by the kernel and decoded for check_oflag_copied only, whose report is
+    in L1 order whatever the scan order).  None when a refcount overflowed (the caller
     redoes the check in one chunk, whose order defines the overflow report)."""
     m, t = img.meta, img.tables
     src = img.src
@@ -332,7 +334,7 @@ def _scan_fused(img: Any, res: CheckResult, imrt: _Imrt, slot_weight: np.ndarray
                 return None
             frag += stats[:3]
             imrt.used = max(imrt.used, int(stats[3]))
-            d = np.flatnonzero(dirty)
+            d = np.flatnonzero(dirty == 1)
             if len(d):
                 ds = slots[d]
                 ent = _entries_at(img, buf, toff[d], int(offs[d[0]]))
@@ -341,6 +343,11 @@ def _scan_fused(img: Any, res: CheckResult, imrt: _Imrt, slot_weight: np.ndarray
                 if act.any():
                     frag += _chunk_fragmentation(t, ent, act)
                     _chunk_copied(img, scan, ds, ent, act, ondisk, bad)
+            c = np.flatnonzero(dirty == 2)  # counted by the kernel; only their COPIED mismatches are left
+            if len(c):
+                cs_ = slots[c]
+                _chunk_copied(img, scan, cs_, _entries_at(img, buf, toff[c], int(offs[c[0]])), active_n[cs_],
+                              ondisk, bad)
             if mm is not None and len(offs):
                 src.release(int(offs.min()), int(offs.max()) + lb - int(offs.min()))
     finally:

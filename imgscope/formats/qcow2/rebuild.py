@@ -3,14 +3,16 @@
 Used by the repair planner (:mod:`.repair`).  Like qemu's
 ``rebuild_refcount_structure`` (QEMU_CHECK.md b.2) refblocks are placed first
 fit, in refblock order, then the reftable, repeating until the structure covers
-its own clusters.  Unlike qemu, a cluster is only used when it is free in *both*
-the old state (on-disk refcount 0, not part of the old refcount structure) and
-the new one (no computed reference), or lies past the end of the file: a crash
-before the header switch leaves the old structure and everything it describes
-untouched.
+its own clusters, in the clusters qemu would choose.  A cluster is used only when
+nothing references it in the new state and it is not part of the old refcount
+structure, which stays intact until the header switch: a crash before it leaves
+the old structure and everything it describes untouched.  (A leaked cluster —
+an on-disk refcount but no reference — is garbage in both states, so like qemu
+the rebuild may reuse it.)
 """
 from __future__ import annotations
 
+import heapq
 from typing import Any
 
 import numpy as np
@@ -49,31 +51,48 @@ def old_structure(img: Any, used: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 class _Space:
-    """First-fit allocator over clusters free in both states, then past the end."""
+    """First-fit allocator over clusters free in the new state (not in the old structure), then past the end."""
 
     def __init__(self, free: np.ndarray, end: int) -> None:
         self.free = free.copy()
         self.end = end
         self.low = 0  # no free cluster below this one
 
-    def take(self, n: int) -> int:
-        """First cluster of ``n`` contiguous free clusters (marked used)."""
+    def take(self, n: int, start: int = 0) -> int:
+        """First cluster of ``n`` contiguous free clusters at or after ``start`` (marked used).
+
+        As qemu's alloc_clusters_imrt: without such a run inside the file, a free run
+        reaching the end of the file is continued past it."""
         f = self.free
-        if n == 1:
-            i = self.low + int(np.argmax(f[self.low:])) if self.low < len(f) else len(f)
-            if i < len(f) and f[i]:
-                f[i] = False
-                self.low = i + 1
-                return i
-            self.low = len(f)
-        elif len(f) >= n:
-            run = np.convolve(f.astype(np.int64), np.ones(n, np.int64), "valid")
-            hit = np.flatnonzero(run == n)
-            if len(hit):
-                f[hit[0]:hit[0] + n] = False
-                return int(hit[0])
-        first = self.end
-        self.end += n
+        if start < len(f):
+            g = f[start:]
+            if n == 1:
+                lo = max(self.low - start, 0)
+                i = lo + int(np.argmax(g[lo:])) if lo < len(g) else len(g)
+                if i < len(g) and g[i]:
+                    f[start + i] = False
+                    if start <= self.low:
+                        self.low = start + i + 1
+                    return start + i
+                if start <= self.low:
+                    self.low = len(f)
+            elif len(g) >= n:
+                run = np.convolve(g.astype(np.int64), np.ones(n, np.int64), "valid")
+                hit = np.flatnonzero(run == n)
+                if len(hit):
+                    first = start + int(hit[0])
+                    f[first:first + n] = False
+                    return first
+            if len(f) == self.end and n > 1:  # a free tail of the file grows past its end
+                used = np.flatnonzero(~g)
+                tail = len(g) - (int(used[-1]) + 1 if len(used) else 0)
+                if tail:
+                    first = len(f) - tail
+                    f[first:] = False
+                    self.end = first + n
+                    return first
+        first = max(self.end, start)
+        self.end = first + n
         return first
 
     def give(self, first: int, n: int) -> None:
@@ -96,33 +115,34 @@ def rebuild(img: Any, computed: np.ndarray, ondisk: np.ndarray) -> tuple[list[tu
     per_block = cs * 8 >> order
     used = len(computed)
     old_counted, old_mask = old_structure(img, used)
-    refs = computed.astype(np.int64) - old_counted
+    refs = computed.astype(np.int64)
+    refs -= old_counted
     if (refs < 0).any():
         raise RepairError("planner error: old refcount structure references were not counted as expected")
     nfile = -(-img.src.size // cs)
-    idx = np.arange(used)
-    free = (ondisk[:used] == 0) & (refs == 0) & ~old_mask & (idx > 0) & (idx < nfile)
+    free = (refs == 0) & ~old_mask  # qemu's IMRT: leaked clusters (on-disk count, no reference) too
+    free[:1] = False       # the header cluster
+    free[nfile:] = False   # past the end of the file: allocated from space.end instead
     space = _Space(free, max(used, nfile))
-    cnt = _Counts(refs.astype(_U))
+    cnt = _Counts(refs.view(_U))  # non-negative: the same values, no copy
     blocks: dict[int, int] = {}
     rt_first, rt_n = 0, 0
+    # qemu's order (rebuild_refcounts_write_refblocks): refblocks in ascending block order,
+    # each in the first free cluster of its own range or later ("don't allocate a cluster in
+    # a refblock already written"), blocks created by those allocations included; then the
+    # reftable, first fit; then refblocks for the reftable's clusters; until nothing changes
+    _place_refblocks(cnt, space, blocks, cnt.nonzero_blocks(per_block), per_block)
     while True:
-        changed = False
-        for bi in cnt.nonzero_blocks(per_block):
-            if bi not in blocks:
-                blocks[bi] = c = space.take(1)
-                cnt.bump(c, 1)
-                changed = True
         want = -(-(max(blocks) + 1) * 8 // cs)
-        if want > rt_n:
-            if rt_n:
-                space.give(rt_first, rt_n)
-                cnt.buf[rt_first:rt_first + rt_n] -= _U(1)
-            rt_first, rt_n = space.take(want), want
-            cnt.bump(rt_first, rt_n)
-            changed = True
-        if not changed:
+        if want <= rt_n:
             break
+        if rt_n:
+            space.give(rt_first, rt_n)
+            cnt.buf[rt_first:rt_first + rt_n] -= _U(1)
+        rt_first, rt_n = space.take(want), want
+        cnt.bump(rt_first, rt_n)
+        _place_refblocks(cnt, space, blocks, sorted({c // per_block for c in range(rt_first, rt_first + rt_n)}),
+                         per_block)
     counts = cnt.array()
     enforce("max_reftable_bytes", rt_n * cs, "rebuilt qcow2 refcount table", rt_first << cb)
     maxval = (1 << (1 << order)) - 1
@@ -130,6 +150,22 @@ def rebuild(img: Any, computed: np.ndarray, ondisk: np.ndarray) -> tuple[list[tu
         raise RepairError(f"a cluster needs {int(counts.max())} references, more than {1 << order}-bit refcounts hold; "
                           "widen them first (qemu-img amend -o refcount_bits=...)")
     return _encode(blocks, counts, per_block, order, cs, cb, rt_first, rt_n), counts
+
+
+def _place_refblocks(cnt: "_Counts", space: _Space, blocks: dict[int, int], todo: list[int], per_block: int) -> None:
+    """Place a refblock for each block of ``todo`` (ascending) and for every block its placements reach."""
+    heap = list(todo)
+    heapq.heapify(heap)
+    floor = 0  # qemu's first_free_cluster: only grows within one pass
+    while heap:
+        bi = heapq.heappop(heap)
+        if bi in blocks:
+            continue
+        floor = max(floor, bi * per_block)
+        blocks[bi] = c = floor = space.take(1, floor)
+        cnt.bump(c, 1)
+        if c // per_block not in blocks:
+            heapq.heappush(heap, c // per_block)
 
 
 class _Counts:

@@ -255,32 +255,41 @@ def _copied(img: Any, edits: Edits, refcounts: np.ndarray) -> int:
     return fixes
 
 
+#: L2 entries handed to one native.l2_scan call by _copied_candidates (as check.py's fused scan)
+_SCAN_ENTRIES = CHUNK_ENTRIES * 32
+
+
 def _copied_candidates(img: Any, offs: np.ndarray, refcounts: np.ndarray) -> list[int]:
-    """The L2 tables at ``offs`` (as on disk) holding a standard entry whose OFLAG_COPIED disagrees with
-    ``refcounts`` (refcount 1 <=> COPIED), decoded a chunk of tables at a time."""
+    """The L2 tables at ``offs`` (as on disk) that may hold a standard entry whose OFLAG_COPIED disagrees
+    with ``refcounts`` (refcount 1 <=> COPIED): a superset, found by the check's fused kernel run as
+    for active tables with ``refcounts`` as the on-disk ones (dirty 2: a COPIED mismatch; dirty 1: an
+    entry needing a check finding, also kept).  Its reference counts go to a scratch array, unused."""
     m, t = img.meta, img.tables
-    cb, lb = t.cb, t.l2_bytes
+    if not len(offs):
+        return []
+    src = img.src
+    mm = src.mapping() if hasattr(src, "mapping") else None
+    lb = t.l2_bytes
+    ondisk = np.ascontiguousarray(refcounts, dtype=_U)
+    scratch = np.zeros(len(ondisk) + 2, np.uint8)
     out: list[int] = []
-    per = max(1, CHUNK_ENTRIES // t.l2e)
+    per = max(1, _SCAN_ENTRIES // t.l2e)
     for a in range(0, len(offs), per):
         part = offs[a:a + per]
-        buf = bytearray(len(part) * lb)
-        view = memoryview(buf)
-        for first, count, start in _runs(part, lb):
-            img.src.readinto(view[first * lb:(first + count) * lb], start)
-        dec = native.l2_decode(buf, len(part) * t.l2e, cb, m.extended_l2, m.has_data_file, "qcow2 L2 table",
-                               int(part[0]))
-        std = (dec.kind == native.NORMAL) | (dec.kind == native.ZERO_ALLOC)
-        if m.has_data_file:
-            one = np.ones(len(std), bool)
+        if mm is not None:
+            buf, toff = mm, part
         else:
-            cl = (dec.host >> _U(cb)).astype(np.int64)
-            inside = std & (cl < len(refcounts))
-            one = np.zeros(len(std), bool)
-            one[inside] = refcounts[cl[inside]] == 1
-        have = (dec.flags & native.F_COPIED) != 0
-        bad = (std & (have != one)).reshape(len(part), t.l2e).any(axis=1)
-        out.extend(part[bad].tolist())
+            buf = bytearray(len(part) * lb)
+            view = memoryview(buf)
+            for first, count, start in _runs(part, lb):
+                src.readinto(view[first * lb:(first + count) * lb], start)
+            toff = np.arange(len(part), dtype=_U) * _U(lb)
+        n = len(part)
+        _, dirty = native.l2_scan(buf, toff, np.zeros(n, np.uint32), np.ones(n, np.uint32), t.l2e, t.cb,
+                                  m.extended_l2, m.has_data_file, src.size, scratch, 255, ondisk, None)
+        out.extend(part[dirty != 0].tolist())
+        if mm is not None:
+            src.release(int(part.min()), int(part.max()) + lb - int(part.min()))
     return out
 
 
