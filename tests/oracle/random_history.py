@@ -290,9 +290,9 @@ class _Gen:
         if self.rng.random() < 0.6 or vs <= 512:
             new = vs + self.rng.choice([512, 64 * KiB, MiB, 5 * MiB + 512, 32 * MiB])
             new = min(new, 512 * MiB)
-            self.img("resize", "-q", *(["--preallocation=" + self.rng.choice(["off", "metadata", "falloc"])]
-                                       if self.rng.random() < 0.2 else []), str(new)) if not self.luks else \
-                self.img("resize", "-q", str(new))
+            pre = ["--preallocation=" + self.rng.choice(["off", "metadata", "falloc"])] \
+                if self.rng.random() < 0.2 else []
+            self.img("resize", "-q", *([] if self.luks else pre), str(new))
         else:
             new = max(512, vs - self.rng.choice([512, 64 * KiB, MiB, vs // 2]) // 512 * 512)
             self.img("resize", "-q", "--shrink", str(new))
@@ -331,9 +331,8 @@ class _Gen:
         fmt = "raw" if new.endswith(".raw") else "qcow2"
         if self.top in {os.path.basename(c.get("filename", "")) for c in (qinfo(self.d, new, True) or [])}:
             return  # would make a loop
-        safe = [] if r < 0.7 else []
-        self.do(["qemu-img", "rebase", "-f", "qcow2", *(["-u"] if r < 0.7 else safe), "-b", new, "-F", fmt,
-                 self.top])
+        unsafe = ["-u"] if r < 0.7 else []  # else a safe rebase: qemu copies the differing data
+        self.do(["qemu-img", "rebase", "-f", "qcow2", *unsafe, "-b", new, "-F", fmt, self.top])
 
     def op_commit(self) -> None:
         chain = qinfo(self.d, self.top, chain=True) or []
@@ -354,8 +353,7 @@ class _Gen:
             self.bm_counter += 1
             g = self.rng.choice([[], ["-g", "512"], ["-g", "65536"], ["-g", str(1 << self.rng.randrange(9, 27))]])
             dis = ["--disable"] if self.rng.random() < 0.2 else []
-            self.img("bitmap", "--add", *g, *dis) if False else \
-                self.do(["qemu-img", "bitmap", "--add", *g, *dis, *self._img_tail(), f"bm{self.bm_counter}"])
+            self.do(["qemu-img", "bitmap", "--add", *g, *dis, *self._img_tail(), f"bm{self.bm_counter}"])
         else:
             act = self.rng.choice(["--remove", "--disable", "--enable", "--clear"])
             self.do(["qemu-img", "bitmap", act, *self._img_tail(), self.rng.choice(bms)])
