@@ -137,36 +137,8 @@ int isn_refblock_encode(const uint64_t *values, size_t n, int order, uint8_t *bu
 int64_t isn_add_refs(uint32_t *counts, size_t ncounts, const uint64_t *off, const uint64_t *len,
                      const uint32_t *weight, size_t n, int cluster_bits, uint32_t maxval)
 {
-    if (cluster_bits < 9 || cluster_bits > 30)
-        return ISN_EARG;
-    /* validate every range first: on error nothing is counted */
-    for (size_t i = 0; i < n; i++) {
-        if (len[i] == 0)
-            continue;
-        if (off[i] > UINT64_MAX - (len[i] - 1))
-            return ISN_EBOUNDS;
-        if (((off[i] + len[i] - 1) >> cluster_bits) >= ncounts)
-            return ISN_EBOUNDS;
-    }
-    int64_t overflows = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (len[i] == 0)
-            continue;
-        uint64_t first = off[i] >> cluster_bits;
-        uint64_t last = (off[i] + len[i] - 1) >> cluster_bits;
-        const uint32_t w = weight ? weight[i] : 1;
-        for (uint64_t c = first; c <= last; c++) {
-            /* saturate at maxval; a counter already above maxval is left as it is */
-            uint32_t room = maxval > counts[c] ? maxval - counts[c] : 0;
-            if (w > room) {
-                overflows += w - room;
-                counts[c] += room;
-            } else {
-                counts[c] += w;
-            }
-        }
-    }
-    return overflows;
+    /* the 32-bit case of the width-generic counter (native/check.c): same validation and saturation */
+    return isn_add_refs_w(counts, 4, ncounts, off, len, weight, n, cluster_bits, maxval);
 }
 
 int64_t isn_run_starts(const uint8_t *code, const uint64_t *off, const uint64_t *step, size_t n,
