@@ -36,6 +36,18 @@ class Result:
     execs: int
     crashed: bool
     detail: str = ""
+    cpu: float = 0.0  # CPU seconds the harness process used (user + system)
+
+
+def _run(cmd: list[str], **kw) -> tuple[int, str, float]:
+    """Run ``cmd``; return its exit status, combined output and CPU seconds (from wait4)."""
+    import tempfile
+    with tempfile.TemporaryFile("w+") as out:
+        p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, text=True, **kw)
+        _, status, usage = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        return p.returncode, out.read(), usage.ru_utime + usage.ru_stime
 
 
 def tooling_missing() -> str | None:
@@ -97,10 +109,8 @@ def run_native(name: str, seconds: int) -> Result:
     seeds = NATIVE / "fuzz" / "corpus" / name
     cmd = [str(exe), str(corpus), *([str(seeds)] if seeds.is_dir() else []), f"-max_total_time={seconds}",
            "-max_len=8192", "-rss_limit_mb=1024", f"-artifact_prefix={crashes}/{name}-", "-print_final_stats=1", *_seed_arg()]
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    out = p.stdout + p.stderr
-    return Result(f"native:{name}", seconds, _execs(out), p.returncode != 0,
-                  _crash_summary(out) if p.returncode else "")
+    rc, out, cpu = _run(cmd)
+    return Result(f"native:{name}", seconds, _execs(out), rc != 0, _crash_summary(out) if rc else "", cpu)
 
 
 def run_python(formats: list[str], seconds: int) -> Result:
@@ -113,10 +123,8 @@ def run_python(formats: list[str], seconds: int) -> Result:
            str(corpus),
            f"-max_total_time={seconds}", "-rss_limit_mb=3072", "-timeout=60", f"-artifact_prefix={crashes}/py-{fmt}-", *_seed_arg()]
     env = dict(os.environ, IMGSCOPE_NATIVE=os.environ.get("IMGSCOPE_NATIVE", "1"))
-    p = subprocess.run(cmd, capture_output=True, text=True, cwd=crashes, env=env)
-    out = p.stdout + p.stderr
-    return Result(f"python:{fmt}", seconds, _execs(out), p.returncode != 0,
-                  _crash_summary(out) if p.returncode else "")
+    rc, out, cpu = _run(cmd, cwd=crashes, env=env)
+    return Result(f"python:{fmt}", seconds, _execs(out), rc != 0, _crash_summary(out) if rc else "", cpu)
 
 
 def _crash_summary(out: str) -> str:
@@ -130,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", choices=("native", "python"))
     ap.add_argument("--format", action="append", help="formats for the Python harness (default: all registered)")
     ap.add_argument("--together", action="store_true", help="one Python run over all formats (one start-up)")
+    ap.add_argument("--jobs", type=int, default=1, help="harnesses run at the same time")
     args = ap.parse_args(argv)
     why = tooling_missing()
     if why:
@@ -144,14 +153,20 @@ def main(argv: list[str] | None = None) -> int:
         formats = args.format or [f for f in registered_formats() if f in RECIPES]  # qemu-img can make seeds
         groups = [formats] if args.together else [[f] for f in formats]
         jobs += [(run_python, g) for g in groups]
-    print(f"{'harness':<24}{'seconds':>8}{'execs':>12}  result", flush=True)
+    if args.only != "python":  # compile before the clock starts, one at a time
+        for h in native_harnesses():
+            build_native(h)
+    print(f"{'harness':<24}{'seconds':>8}{'cpu s':>8}{'execs':>12}  result", flush=True)
+    from concurrent.futures import ThreadPoolExecutor, as_completed
     results = []
-    for fn, arg in jobs:  # one line per harness as it finishes
-        r = fn(arg, args.seconds)
-        results.append(r)
-        print(f"{r.harness:<24}{r.seconds:>8}{r.execs:>12}  {'CRASH' if r.crashed else 'ok'}", flush=True)
-        if r.detail:
-            print("    " + r.detail.replace("\n", "\n    "), flush=True)
+    with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        for fut in as_completed([pool.submit(fn, arg, args.seconds) for fn, arg in jobs]):  # one line as each finishes
+            r = fut.result()
+            results.append(r)
+            print(f"{r.harness:<24}{r.seconds:>8}{r.cpu:>8.0f}{r.execs:>12}  {'CRASH' if r.crashed else 'ok'}",
+                  flush=True)
+            if r.detail:
+                print("    " + r.detail.replace("\n", "\n    "), flush=True)
     return 1 if any(r.crashed for r in results) else 0
 
 
