@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import native
+from .arrays import unique
 
 DATA, ZERO, OFFSET_VALID, ALLOCATED = 1, 2, 4, 8
 
@@ -58,7 +59,7 @@ def split_by_host_data(ext: Extents, data_ranges: list[tuple[int, int]]) -> Exte
         return ext
     ds = np.array([r[0] for r in data_ranges], np.uint64)
     de = np.array([r[1] for r in data_ranges], np.uint64)
-    bounds = np.unique(np.concatenate([ds, de]))
+    bounds = unique(np.concatenate([ds, de]))
     o = ext.offset[cand]
     e = o + ext.length[cand].astype(np.uint64)
     lo = np.searchsorted(bounds, o, side="right")

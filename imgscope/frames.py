@@ -101,63 +101,84 @@ def _merged(img: Any, gm: Any) -> pd.DataFrame:
     return df
 
 
+#: reference rows expanded to clusters per pass of clusters_frame (bounds its temporary memory)
+CLUSTER_PASS_ROWS = 1 << 20
+
+
 def clusters_frame(img: Any) -> pd.DataFrame:
     """One row per host cluster: roles, owner, on-disk refcount, computed references.
 
     Drivers supply ``reference_rows()`` (every byte range the file references, with
     role, owning layer and weight), ``refcounts(n)`` (on-disk counters, or None for
-    formats without them) and optionally ``shared_by(n)``.
+    formats without them) and optionally ``shared_by(n)``.  Besides the frame itself,
+    memory is a few bytes per cluster: the rows are folded in a pass at a time.
     """
     cs = img.cluster_size
     cb = cs.bit_length() - 1
     rows = img.reference_rows()
     nfile = -(-img.src.size // cs)
     ncl = nfile + 1
-    ends = rows.off + np.maximum(rows.length, np.uint64(1)) - np.uint64(1)
-    keep = (rows.length > 0) & (rows.off <= ends) & ((ends >> np.uint64(cb)) < np.uint64(ncl))
     refs = np.zeros(ncl, np.uint32)
-    native.add_refs(refs, rows.off[keep], rows.length[keep], cb, 0xFFFFFFFF, rows.weight[keep])
-    first = (rows.off[keep] >> np.uint64(cb)).astype(np.int64)
-    last = (ends[keep] >> np.uint64(cb)).astype(np.int64)
-    span = last - first + 1
-    cl = np.repeat(first, span) + (np.arange(int(span.sum())) - np.repeat(np.cumsum(span) - span, span))
-    role = np.repeat(rows.role[keep], span)
-    owner = np.repeat(rows.owner[keep], span)
-    mask = np.zeros(ncl, np.uint32)
-    for r in np.unique(role).tolist():
-        hit = np.bincount(cl[role == r], minlength=ncl) > 0
-        mask |= hit.astype(np.uint32) << np.uint32(r)
-    own = np.full(ncl, -1, np.int64)
-    if len(cl):
-        big = np.iinfo(np.int64).max
-        omin = np.full(ncl, big)
-        omax = np.full(ncl, -big)
+    mask = np.zeros(ncl, np.uint32)            # role bits
+    omin = np.full(ncl, np.iinfo(np.int32).max, np.int32)
+    omax = np.full(ncl, np.iinfo(np.int32).min, np.int32)
+    for a in range(0, len(rows.off), CLUSTER_PASS_ROWS):
+        sl = slice(a, a + CLUSTER_PASS_ROWS)
+        off, length = rows.off[sl], rows.length[sl]
+        ends = off + np.maximum(length, np.uint64(1)) - np.uint64(1)
+        keep = (length > 0) & (off <= ends) & ((ends >> np.uint64(cb)) < np.uint64(ncl))
+        off, length, ends, role, owner = off[keep], length[keep], ends[keep], rows.role[sl][keep], rows.owner[sl][keep]
+        native.add_refs(refs, off, length, cb, 0xFFFFFFFF, rows.weight[sl][keep])
+        cl = (off >> np.uint64(cb)).astype(np.int64)
+        span = (ends >> np.uint64(cb)).astype(np.int64) - cl + 1
+        if not (span == 1).all():
+            cl = np.repeat(cl, span) + (np.arange(int(span.sum())) - np.repeat(np.cumsum(span) - span, span))
+            role, owner = np.repeat(role, span), np.repeat(owner, span)
+        np.bitwise_or.at(mask, cl, np.left_shift(np.uint32(1), role.astype(np.uint32)))
         np.minimum.at(omin, cl, owner)
         np.maximum.at(omax, cl, owner)
-        used = omin != big
-        own[used] = np.where(omin[used] == omax[used], omin[used], -2)
+    # one owner, or "shared" (-2) when several; unreferenced clusters have none (-1)
+    own = np.where(omin == omax, omin, np.int32(-2))
+    own[omin > omax] = -1
+    del omin, omax
+    n = ncl if refs[-1] or _last_counter(img, ncl) else nfile  # the cluster past EOF only when referenced
     ondisk = img.refcounts(ncl)
-    refcount = pd.array(ondisk, dtype="UInt64") if ondisk is not None else pd.array([pd.NA] * ncl, dtype="UInt64")
-    stored = ondisk if ondisk is not None else np.zeros(ncl, np.uint64)
-    nroles = np.array([bin(x).count("1") for x in range(1 << len(ROLES))], np.uint8)[mask]
-    primary = np.where(mask == 0, np.where(stored > 0, len(ROLES) + 1, len(ROLES)),
-                       np.where(nroles > 1, len(ROLES) + 2, _lowest_bit(mask)))
+    stored = ondisk[:n] if ondisk is not None else None
+    mask, refs, own = mask[:n], refs[:n], own[:n]
+    # role: the single role, or free / leaked / mixed; roles: every role, as one category per mask
+    nbits = len(ROLES)
+    seen = np.zeros(1 << nbits, bool)
+    seen[mask] = True
+    masks = np.flatnonzero(seen)
+    nroles = np.array([bin(int(x)).count("1") for x in masks])
+    low = np.array([(int(x) & -int(x)).bit_length() - 1 for x in masks])
+    primary_of = np.zeros(1 << nbits, np.int16)
+    primary_of[masks] = np.where(nroles > 1, nbits + 2, low)
+    primary = primary_of[mask]
+    if stored is not None:
+        primary[(mask == 0) & (stored > 0)] = nbits + 1
+    primary[(mask == 0) & ((stored == 0) if stored is not None else True)] = nbits
+    names = sorted((_role_names(int(x)), int(x)) for x in masks)
+    code_of = np.zeros(1 << nbits, np.int16)
+    code_of[[x for _, x in names]] = np.arange(len(names))
     labels = _unique(img.layer_names())
     owner_cat = pd.Categorical.from_codes(np.where(own >= 0, own, np.where(own == -2, len(labels), -1)),
                                           categories=labels + ["shared"])
-    names = {m: _role_names(m) for m in np.unique(mask).tolist()}
-    df = pd.DataFrame({
-        "host_offset": np.arange(ncl, dtype=np.uint64) * np.uint64(cs),
-        "role": pd.Categorical.from_codes(primary.astype(np.int16), dtype=ROLE_DTYPE),
-        "roles": pd.Categorical([names[m] for m in mask.tolist()]),
+    return pd.DataFrame({
+        "host_offset": np.arange(n, dtype=np.uint64) * np.uint64(cs),
+        "role": pd.Categorical.from_codes(primary, dtype=ROLE_DTYPE),
+        "roles": pd.Categorical.from_codes(code_of[mask], categories=[nm for nm, _ in names]),
         "owner": owner_cat,
-        "refcount": refcount,
+        "refcount": pd.array(stored, dtype="UInt64") if stored is not None else pd.array([pd.NA] * n, dtype="UInt64"),
         "references": refs,
-        "shared_by": img.shared_by(ncl) if hasattr(img, "shared_by") else (refs > 0).astype(np.uint32),
+        "shared_by": img.shared_by(ncl)[:n] if hasattr(img, "shared_by") else (refs > 0).astype(np.uint32),
     })
-    if refs[-1] == 0 and stored[-1] == 0:
-        df = df.iloc[:nfile]
-    return df
+
+
+def _last_counter(img: Any, ncl: int) -> bool:
+    """Whether the on-disk refcount of the cluster just past EOF is set."""
+    ondisk = img.refcounts(ncl)
+    return ondisk is not None and bool(ondisk[-1])
 
 
 def _unique(names: list[str]) -> list[str]:
@@ -168,12 +189,6 @@ def _unique(names: list[str]) -> list[str]:
         out.append(n if n not in seen else f"{n}#{i}")
         seen.add(n)
     return out
-
-
-def _lowest_bit(mask: np.ndarray) -> np.ndarray:
-    m = mask.astype(np.int64)
-    low = m & -m
-    return np.where(low > 0, np.log2(np.maximum(low, 1)).astype(np.int64), 0)
 
 
 def _role_names(mask: int) -> str:

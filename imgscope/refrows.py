@@ -32,10 +32,18 @@ class RefRows:
 
     @classmethod
     def join(cls, parts: list[tuple]) -> RefRows:
-        """Concatenate parts (five columns each, as :func:`ranges` returns them) into one set of rows."""
-        cols = list(zip(*parts)) if parts else [[], [], [], [], []]
-        return cls(*(np.concatenate([np.asarray(c, dt).reshape(-1) for c in col]) if col else np.zeros(0, dt)
-                     for col, dt in zip(cols, _DTYPES)))
+        """Concatenate parts (five columns each, as :func:`ranges` returns them) into one set of rows.
+
+        Consumes ``parts`` (the list is emptied): each column's pieces are released as soon as
+        that column is joined, so joining needs little more memory than the rows themselves."""
+        cols = [list(c) for c in zip(*parts)] if parts else [[], [], [], [], []]
+        parts.clear()
+        out = []
+        for i, dt in enumerate(_DTYPES):
+            col, cols[i] = cols[i], []
+            out.append(np.concatenate([np.asarray(c, dt).reshape(-1) for c in col]) if col else np.zeros(0, dt))
+            del col
+        return cls(*out)
 
 
 def ranges(off: Any, length: Any, role: str, owner: Any = GLOBAL, weight: Any = 1) -> tuple:

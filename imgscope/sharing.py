@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .arrays import unique
 from .errors import ImgscopeError
 from .model import COMPRESSED, DATA, UNALLOCATED, ZERO, ZERO_ALLOC
 
@@ -226,7 +227,7 @@ def layer_map(img: Any, layer: str, unit: int) -> tuple[np.ndarray, np.ndarray, 
     host = np.repeat(gm.host, r)[:n] + np.where(normal, sub, np.uint64(0))
     length = np.where(normal, np.uint64(unit), np.repeat(gm.length, r)[:n])
     t = getattr(gm, "table", None)
-    t = np.unique(np.asarray(t if t is not None else [], np.uint64))
+    t = unique(np.asarray(t if t is not None else [], np.uint64))
     return kind, host, length, t[t != 0]
 
 
@@ -282,7 +283,7 @@ def _units(v: View) -> np.ndarray:
     span = np.minimum(np.maximum(last - first, 0), 64) + 1   # compressed spans are 1-2 units; cap hostile ones
     units = np.repeat(first, span) + (np.arange(int(span.sum())) - np.repeat(np.cumsum(span) - span, span))
     units = np.minimum(units, (1 << 48) - 1)
-    return np.unique((np.repeat(src, span) << 48) | units)
+    return unique((np.repeat(src, span) << 48) | units)
 
 
 def _tables(v: View | None, fi: int, unit: int) -> np.ndarray:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..arrays import unique
 from ..io import Source
 from ..limits import enforce
 
@@ -42,7 +43,7 @@ def load_l2(src: Source, l2_offsets: np.ndarray, load: np.ndarray, nelems: int, 
             decode: Decoder, structure: str) -> L2Store:
     """Read the L2 tables at ``l2_offsets[load]`` (each distinct offset once)."""
     l2_offsets = np.asarray(l2_offsets, np.uint64)
-    want = np.unique(l2_offsets[load])
+    want = unique(l2_offsets[load])
     enforce("max_metadata_bytes", len(want) * table_bytes, structure, int(want[0]) if len(want) else None)
     tables = np.zeros((len(want), nelems), np.uint64)
     for i, off in enumerate(want.tolist()):

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ... import native
+from ...arrays import unique
 from ...refrows import GLOBAL, SHARED, RefRows, ranges
 from . import layout as L
 
@@ -40,6 +41,9 @@ class Walk:
     slot_owner: np.ndarray    # layer owning the slot, SHARED when several
     rows: RefRows
     problems: list[tuple[str, int, str]] = field(default_factory=list)
+    alloc: slice = field(default_factory=lambda: slice(0, 0))  # rows of data and compressed clusters
+    alloc_slot: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))  # their table slot
+    alloc_bounds: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int64))  # chunk starts in alloc
 
 
 def l1_paths(img: Any) -> list[L1Path]:
@@ -83,7 +87,6 @@ def walk(img: Any) -> Walk:
     h = m.header
     paths = l1_paths(img)
     weight, owner = slot_weights(img, paths)
-    store = t.store
     parts: list[tuple] = [ranges(0, cs, "header")]
     for p in paths:
         if p.skipped:
@@ -91,22 +94,10 @@ def walk(img: Any) -> Walk:
         parts.append(ranges(p.offset, p.size * 8, "l1", p.layer))
         parts.append(ranges((p.entries & _U(L.L1E_OFFSET_MASK))[p.slots > 0], cs, "l2", p.layer))
     # data references: each distinct table once, weighted
-    live = np.flatnonzero(weight)
-    if len(live):
-        idx = (live[:, None] * t.l2e + np.arange(t.l2e)[None, :]).reshape(-1)
-        kind = store.kind[idx]
-        sel = (kind == native.NORMAL) | (kind == native.ZERO_ALLOC)
-        if m.has_data_file:
-            sel &= False
-        csel = kind == native.COMPRESSED
-        if m.has_data_file:
-            csel &= False
-        if m.extended_l2:
-            csel &= (store.alloc[idx] | store.zero[idx]) == 0
-        slot_of = np.repeat(live, t.l2e)
-        for mask, role in ((sel, "data"), (csel, "compressed")):
-            s = slot_of[mask]
-            parts.append(ranges(store.host[idx][mask], store.length[idx][mask], role, owner[s], weight[s]))
+    first_alloc = sum(len(part[0]) for part in parts)
+    data, alloc_slot, bounds = _data_rows(img, np.flatnonzero(weight), owner, weight)
+    parts += data
+    alloc = slice(first_alloc, first_alloc + len(alloc_slot))
     if m.snapshots:
         parts.append(ranges(h.snapshots_offset, m.snapshots_size, "snapshot_table"))
     parts.append(ranges(h.refcount_table_offset, h.refcount_table_clusters * cs, "refcount_table"))
@@ -123,12 +114,36 @@ def walk(img: Any) -> Walk:
                 parts.append(ranges(offs[offs != 0], cs, "bitmap_data"))
     rt = t.reftable() & _U(L.REFT_OFFSET_MASK)
     parts.append(ranges(rt[rt != 0], cs, "refcount_block"))
-    return Walk(paths, weight, owner, RefRows.join(parts))
+    return Walk(paths, weight, owner, RefRows.join(parts), alloc=alloc, alloc_slot=alloc_slot, alloc_bounds=bounds)
 
 
-# imgscope/formats/fvd (being written concurrently) still imports the old private names;
-# drop these two once it uses imgscope.refrows.
-_rows, _one = RefRows.join, ranges
+def _data_rows(img: Any, live: np.ndarray, owner: np.ndarray, weight: np.ndarray
+               ) -> tuple[list[tuple], np.ndarray, np.ndarray]:
+    """Rows of the data and compressed clusters the tables in slots ``live`` reference, one per entry.
+
+    Tables are decoded a chunk at a time (no decoded store of every table is kept).  Returns the
+    row parts, the slot of each row and the row positions where each chunk of slots starts: a
+    (cluster, slot) pair never spans two chunks.
+    """
+    m, t = img.meta, img.tables
+    parts: list[tuple] = []
+    slots: list[np.ndarray] = []
+    if m.has_data_file or not len(live):  # data clusters live in the external data file
+        return parts, np.zeros(0, np.int32), np.zeros(1, np.int64)
+    starts = [0]
+    for sl, ent in t.table_chunks(t.slot_offsets[live], 1 << 20):  # large pieces: freed back to the OS
+        k = ent.kind
+        slot_of = np.repeat(live[sl], t.l2e)
+        csel = k == native.COMPRESSED
+        if m.extended_l2:
+            csel &= (ent.alloc | ent.zero) == 0
+        for sel, role in (((k == native.NORMAL) | (k == native.ZERO_ALLOC), "data"), (csel, "compressed")):
+            pos = np.flatnonzero(sel)
+            s = slot_of[pos]
+            parts.append(ranges(ent.host[pos], ent.length[pos], role, owner[s], weight[s]))
+            slots.append(s.astype(np.int32))
+        starts.append(starts[-1] + sum(len(a) for a in slots[-2:]))
+    return parts, np.concatenate(slots), np.asarray(starts, np.int64)
 
 
 def shared_by(img: Any, ncl: int) -> np.ndarray:
@@ -136,25 +151,24 @@ def shared_by(img: Any, ncl: int) -> np.ndarray:
 
     Exact unless one layer reaches the same cluster through two different L2 tables.
     """
-    t = img.tables
     w = img.walk()
-    store = t.store
+    nslots = len(w.slot_weight)
     out = np.zeros(ncl, np.uint32)
-    layers_per_slot = np.zeros(len(w.slot_weight), np.int64)
+    layers_per_slot = np.zeros(nslots, np.int64)
     for p in w.paths:
         if not p.skipped:
-            layers_per_slot[np.unique(p.slots[p.slots > 0])] += 1
-    live = np.flatnonzero(layers_per_slot)
-    if not len(live):
-        return out
-    idx = (live[:, None] * t.l2e + np.arange(t.l2e)[None, :]).reshape(-1)
-    k = store.kind[idx]
-    sel = (k == native.NORMAL) | (k == native.ZERO_ALLOC) | (k == native.COMPRESSED)
-    cl = (store.host[idx][sel] >> _U(t.cb)).astype(np.int64)
-    slot = np.repeat(live, t.l2e)[sel]
-    ok = cl < ncl
-    # one count per (cluster, table) pair: several compressed streams in a cluster are one use
-    pair = np.unique(cl[ok] * len(layers_per_slot) + slot[ok])
-    pc, ps = pair // len(layers_per_slot), pair % len(layers_per_slot)
-    out += np.bincount(pc, weights=layers_per_slot[ps], minlength=ncl).astype(np.uint32)
+            layers_per_slot[unique(p.slots[p.slots > 0])] += 1
+    host = w.rows.off[w.alloc]
+    cb = img.tables.cb
+    b = w.alloc_bounds
+    step = max(1, len(b) * (1 << 20) // max(1, int(b[-1])))  # about a million rows at a time
+    for i in range(0, len(b) - 1, step):
+        lo, hi = int(b[i]), int(b[min(i + step, len(b) - 1)])
+        cl = (host[lo:hi] >> _U(cb)).astype(np.int64)
+        slot = w.alloc_slot[lo:hi].astype(np.int64)
+        ok = cl < ncl
+        # one count per (cluster, table) pair: several compressed streams in a cluster are one use
+        pair = unique(cl[ok] * nslots + slot[ok])
+        pc, ps = pair // nslots, pair % nslots
+        np.add.at(out, pc, layers_per_slot[ps].astype(np.uint32))
     return out

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from ... import native
+from ...arrays import unique
 from ...io import Source
 from ...limits import LIMITS, enforce
 from ...model import GuestMap
@@ -80,7 +81,7 @@ class Qcow2Tables:
         or streamed with :meth:`decode_tables` by walks that need no store.
         """
         l2_offsets = np.asarray(l2_offsets, dtype=_U)
-        new = np.unique(l2_offsets[l2_offsets != 0])
+        new = unique(l2_offsets[l2_offsets != 0])
         if len(self._reg_off):
             known = self._reg_off[np.minimum(np.searchsorted(self._reg_off, new), len(self._reg_off) - 1)] == new
             new = new[~known]

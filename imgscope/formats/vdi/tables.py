@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ... import native
+from ...arrays import unique
 from ...extents import DATA as S_DATA, OFFSET_VALID, ZERO as S_ZERO, Extents
 from ...limits import enforce
 from ...model import DATA, UNALLOCATED, ZERO, GuestMap
@@ -73,7 +74,7 @@ def mark_host_holes(ext: Extents, ranges: list[tuple[int, int]], file_size: int)
     parts in holes or past EOF (qemu's BDRV_BLOCK_RECURSE into the protocol layer)."""
     starts = np.array([r[0] for r in ranges], np.int64)
     ends = np.array([r[1] for r in ranges], np.int64)
-    bounds = np.unique(np.concatenate([starts, ends, [file_size]]))
+    bounds = unique(np.concatenate([starts, ends, [file_size]]))
     off = ext.offset.astype(np.int64)
     split = ext.status == np.uint8(S_DATA | OFFSET_VALID)
     lo = np.searchsorted(bounds, off, side="right")
