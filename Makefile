@@ -67,9 +67,9 @@ fuzz-deps: install-dev
 fuzz: fuzz-deps
 	$(PY) fuzz/run.py --seconds $(FUZZ_SECONDS)
 
-# the whole test suite against an extension built with AddressSanitizer + UBSan
-asan-test: install-dev
-	$(PY) fuzz/asan.py pytest -q tests
+# the whole test suite against an extension built with AddressSanitizer + UBSan (CI's second step)
+asan-test: install-dev browser fuzz-deps
+	$(PY) fuzz/asan.py pytest -q -n 2 tests
 
 clean:
 	rm -rf build *.egg-info imgscope/_native*.so imgscope/_native.c

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -58,13 +59,19 @@ def qemu_check_opts(path: Path) -> list[str]:
 
 def compare(image: str, what: str, ours: list[str], theirs: list[str], runs: int, *, target: float | None = None,
             prepare=None, warmup: int = 1) -> tuple[Row, Timing, Timing]:
-    a = run_process(ours, runs, warmup, prepare)
-    b = run_process(theirs, runs, warmup, prepare)
+    # runs interleaved (ours, theirs, ours, ...): on a shared machine both see the same load
+    a, b = Timing(), Timing()
+    for i in range(warmup + runs):
+        for t, argv in ((a, ours), (b, theirs)):
+            one = run_process(argv, 1, 0, prepare)
+            if i >= warmup:
+                t.merge(one)
     row = Row(image, what, a.median, b.median)
     if target is not None:
         row.target = f"<= {target:g}x qemu"
         row.ok = row.ratio is not None and row.ratio <= target
-    row.note = f"rss {a.maxrss_kib // 1024} MiB vs {b.maxrss_kib // 1024} MiB; rc {a.rc}/{b.rc}"
+    row.note = (f"cpu {a.median_cpu * 1000:.0f} vs {b.median_cpu * 1000:.0f} ms; "
+                f"rss {a.maxrss_kib // 1024} MiB vs {b.maxrss_kib // 1024} MiB; rc {a.rc}/{b.rc}")
     return row, a, b
 
 
@@ -128,6 +135,13 @@ def repair_rows(path: Path, runs: int) -> list[Row]:
 
     def fresh() -> None:
         subprocess.run(["cp", "--sparse=always", str(path), str(copy)], check=True)
+        # the copy's dirty pages written back now, untimed: otherwise the repair's first flush (either
+        # tool's) pays for writing back cp's 143 MiB, which varied 8-200 ms here
+        fd = os.open(copy, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     try:
         row = compare("dirty", "check -r all (fresh copy)", imgscope_argv() + ["check", "-r", "all", "--output",

@@ -4,11 +4,13 @@
     .venv/bin/python fuzz/asan.py build DIR              # just build into DIR
 
 The build goes to a temporary directory, never over the in-tree
-``imgscope/_native*.so`` (other processes may be using it).  A
-``sitecustomize.py`` next to it puts that directory first on
+``imgscope/_native*.so`` (other processes may be using it).  fuzz/asan_site.py,
+copied next to it as ``sitecustomize.py``, puts that directory first on
 ``imgscope.__path__``, so ``imgscope._native`` resolves to the sanitizer build
-while everything else is the source tree; the sanitizer runtime is
-``LD_PRELOAD``-ed because the Python binary itself is not instrumented.
+while everything else is the source tree.  The sanitizer runtime is
+``LD_PRELOAD``-ed because the Python binary itself is not instrumented; the
+sitecustomize passes it on to child Python processes (xdist workers, the CLI
+run by tests) but not to other programs (qemu-img deadlocks under ASan).
 """
 from __future__ import annotations
 
@@ -21,21 +23,23 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SAN_FLAGS = "-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g"
-SITECUSTOMIZE = '''import imgscope
-imgscope.__path__.insert(0, {pkg!r})
-'''
 
 
-def runtime() -> str | None:
-    """Path of gcc's shared ASan runtime, or None when it is not installed."""
+def _gcc_lib(name: str) -> str | None:
+    """Path of one of gcc's shared libraries, or None when it is not installed."""
     for cc in ("gcc", "cc"):
         try:
-            out = subprocess.run([cc, "-print-file-name=libasan.so"], capture_output=True, text=True).stdout.strip()
+            out = subprocess.run([cc, f"-print-file-name={name}"], capture_output=True, text=True).stdout.strip()
         except OSError:
             continue
         if out and os.path.isabs(out) and os.path.exists(out):
             return os.path.realpath(out)
     return None
+
+
+def runtime() -> str | None:
+    """Path of gcc's shared ASan runtime, or None when it is not installed."""
+    return _gcc_lib("libasan.so")
 
 
 def build(dest: str | Path) -> Path:
@@ -55,7 +59,7 @@ def build(dest: str | Path) -> Path:
         raise RuntimeError(f"sanitizer build failed:\n{p.stdout[-2000:]}{p.stderr[-2000:]}")
     so = src / p.stdout.strip().splitlines()[-1]
     so.rename(pkg / so.name)
-    (dest / "sitecustomize.py").write_text(SITECUSTOMIZE.format(pkg=str(pkg)))
+    shutil.copyfile(Path(__file__).with_name("asan_site.py"), dest / "sitecustomize.py")
     return dest
 
 
@@ -64,8 +68,11 @@ def env_for(dest: Path) -> dict[str, str]:
     rt = runtime()
     if rt is None:
         raise RuntimeError("gcc's libasan is not installed")
+    # libstdc++ too: ASan resolves the real __cxa_throw when it starts, so a C++ extension (matplotlib's
+    # ft2font) that throws in a process without libstdc++ loaded at start-up would fail ASan's CHECK
+    preload = " ".join(filter(None, [rt, _gcc_lib("libstdc++.so.6")]))
     return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(dest), os.environ.get("PYTHONPATH")])),
-                LD_PRELOAD=rt, ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:allocator_may_return_null=1",
+                LD_PRELOAD=preload, ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:allocator_may_return_null=1",
                 UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1", IMGSCOPE_FORCE_NATIVE="1", PYTHONMALLOC="malloc")
 
 

@@ -15,18 +15,21 @@ __all__ = ["open", "open_chain", "FormatError", "ImageInUse", "ImgscopeError", "
            "UnsupportedFormat", "__version__"]
 
 
-def open(path: str | os.PathLike[str], format: str | None = None) -> "Image":  # noqa: A001, F821
+def open(path: str | os.PathLike[str], format: str | None = None, *,  # noqa: A001
+         tiny_raw: bool = False) -> "Image":  # noqa: F821
     """Open an image read-only and return its :class:`imgscope.image.Image`.
 
     ``format`` forces a driver (as the backing-format extension does); by default
-    the format is detected from magic bytes.
+    the format is detected from magic bytes.  A file smaller than one sector that
+    carries no magic is refused (:class:`UnsupportedFormat`) unless ``format="raw"``
+    or ``tiny_raw`` (qemu's probing, used for backing files).
     """
     from .detect import detect
     from .io import Source
     src = Source(path)
     try:
         from .formats.registry import driver
-        fmt = format or detect(src)
+        fmt = format or detect(src, tiny_raw=tiny_raw)
         cls = driver(fmt)
         if cls is None:
             raise UnsupportedFormat(f"{src.path}: format {fmt!r} is not supported")

@@ -2,7 +2,9 @@
 
 ``unique`` exists because ``np.unique`` without ``return_*`` arguments hashes in
 numpy 2.x, which is one to two orders of magnitude slower than sorting for the
-large, wide-ranged offset arrays imgscope handles (measured in docs/performance.md).
+large, wide-ranged offset arrays imgscope handles (1 Mi random offsets: 0.44 s
+against 8 ms), and because its first call imports numpy.ma (7-20 ms of a
+whole-process check).
 """
 from __future__ import annotations
 

@@ -197,6 +197,9 @@ _P = [
     Problem("VDI-HDR-001", "allocated-count-mismatch", "error", "corruptions",
             "header.blocks_allocated is {found} but the block map allocates {expected} blocks"),
     Problem("VDI-HDR-002", "qemu-cannot-open", "warning", None, "qemu refuses to open this image: {found}"),
+    Problem("VDI-HDR-003", "block-extra-ignored", "warning", None,
+            "header.block_extra is {found}: qemu (and imgscope) read each block from the start of its slot; "
+            "VirtualBox's placement would put {found} bytes in front of every block's data"),
     Problem("VDI-LEAK-001", "unused-block", "warning", None,
             "block slot {found} at {host_offset:#x} is inside the file but used by no guest block"),
     # qcow version 1 (imgscope/formats/qcow/check.py; qemu has no check for qcow)
@@ -237,3 +240,57 @@ CATALOGUE: dict[str, Problem] = {p.id: p for p in _P}
 
 def problem(pid: str) -> Problem:
     return CATALOGUE[pid]
+
+
+@dataclass(frozen=True)
+class QemuText:
+    """What ``qemu-img check`` prints on stderr for one finding of a problem.
+
+    ``template`` is formatted with the finding's fields plus the batch fields ``index`` (a cluster,
+    table or L1 index) and ``entry`` (a raw table entry) the check recorded for it. ``repaired_in``:
+    the ``-r`` mode under which qemu fixes the finding in place and says ``Repairing`` instead of the
+    template's first word.  ``qemu_pass``: the part of qemu's check that prints it; ``calculate`` walks
+    the tables in the order the findings are recorded, the others print consecutive findings sorted by
+    (index, problem), as qemu walks clusters and L1 entries.
+    """
+    template: str
+    repaired_in: str | None = None
+    qemu_pass: str = "calculate"
+    stops: bool = False  # qemu ends its check at the first such finding
+
+
+#: problem id -> qemu's message (block/qcow2-refcount.c, block/qcow2-snapshot.c, block/vmdk.c); problems without
+#: an entry are ones qemu prints nothing for, and show in imgscope's own block of the human output
+QEMU_TEXT: dict[str, QemuText] = {
+    "Q2-SNP-001": QemuText("ERROR snapshot {structure} l1_offset={found}: L1 table is not cluster aligned; "
+                           "snapshot table entry corrupted"),
+    "Q2-SNP-002": QemuText("ERROR snapshot {structure} l1_size={found:#x}: L1 table is too large; "
+                           "snapshot table entry corrupted"),
+    "Q2-SNP-003": QemuText("ERROR snapshot table entry {index} is incomplete", "all"),
+    "Q2-SNP-005": QemuText("ERROR {found} snapshots in image with data file"),
+    "Q2-REF-001": QemuText("ERROR: counting reference for region exceeding the end of the file by one cluster or "
+                           "more: offset {host_offset:#x} size {found:#x}"),
+    "Q2-L1-001": QemuText("ERROR found L1 entry with reserved bits set: {found}"),
+    "Q2-L1-002": QemuText("ERROR l2_offset={host_offset:x}: Table is not cluster aligned; L1 entry corrupted"),
+    "Q2-L2-001": QemuText("ERROR found l2 entry with reserved bits set: {entry:x}"),
+    "Q2-L2-002": QemuText("ERROR: coffset={host_offset:#x}: copied flag must never be set for compressed clusters"),
+    "Q2-L2-005": QemuText("ERROR offset={host_offset:x}: Allocated cluster has corrupted subcluster allocation "
+                          "bitmap"),
+    "Q2-L2-006": QemuText("ERROR offset={host_offset:x}: Preallocated cluster is not properly aligned; L2 entry "
+                          "corrupted.", repaired_in="all"),
+    "Q2-L2-007": QemuText("ERROR offset={host_offset:x}: Data cluster is not properly aligned; L2 entry corrupted."),
+    "Q2-L2-008": QemuText("ERROR: Unallocated cluster has non-zero subcluster allocation map"),
+    "Q2-RT-001": QemuText("ERROR refcount table entry {found} has reserved bits set"),
+    "Q2-RT-002": QemuText("ERROR refcount block {found} is not cluster aligned; refcount table entry corrupted"),
+    "Q2-RT-003": QemuText("ERROR refcount block {found} is outside image"),
+    "Q2-RT-004": QemuText("ERROR refcount block {found} refcount={expected}"),
+    "Q2-RC-001": QemuText("ERROR cluster {index} refcount={found} reference={expected}", "all", "refcounts"),
+    "Q2-RC-002": QemuText("Leaked cluster {index} refcount={found} reference={expected}", "leaks", "refcounts"),
+    "Q2-RC-003": QemuText("ERROR cluster {index} refcount={found} reference={expected}", qemu_pass="refcounts"),
+    "Q2-RC-004": QemuText("Can't get refcount for cluster {index}: Input/output error", qemu_pass="refcounts"),
+    "Q2-CP-001": QemuText("ERROR OFLAG_COPIED L2 cluster: l1_index={index} l1_entry={entry:x} refcount={expected}",
+                          "all", "oflag-copied"),
+    "VMDK-GRN-001": QemuText("ERROR: cluster offset for sector {index} points after EOF", stops=True),
+    "Q2-CP-002": QemuText("ERROR OFLAG_COPIED data cluster: l2_entry={entry:x} refcount={expected}", "all",
+                          "oflag-copied"),
+}

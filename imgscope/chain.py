@@ -105,7 +105,7 @@ def open_backing_chain(top: "Image", allow_outside: bool | None = None) -> list[
             if real in seen:
                 raise BackingRefused(b[0], f"the backing chain loops back to {real}")
             seen.add(real)
-            parent = open_image(path, format=b[1])
+            parent = open_image(path, format=b[1], tiny_raw=True)  # probed as qemu probes
         except ImgscopeError as exc:
             img.backing_error = str(exc)
             break

@@ -10,7 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .catalogue import CATALOGUE
+from .catalogue import CATALOGUE, QEMU_TEXT
+
+#: the line that starts imgscope's own findings after qemu-img check's output (human output)
+IMGSCOPE_ONLY = "imgscope findings and notes qemu-img check does not print:"
+FINDINGS_HEADER = ("findings by class (--qemu-messages prints qemu-img's line per cluster, --findings every "
+                   "row):")
 
 FINDING_COLUMNS = ("problem", "cls", "severity", "counter", "host_offset", "guest_offset", "layer", "structure",
                    "expected", "found", "count", "message")
@@ -106,9 +111,11 @@ class CheckResult:
         return out
 
     def exit_code(self) -> int:
+        if self.error:  # qemu-img opens the image before it asks the driver for a check
+            return 1
         if not self.supported:
             return 63
-        if self.check_errors or self.error:
+        if self.check_errors:
             return 1
         if self.corruptions:
             return 2
@@ -116,51 +123,106 @@ class CheckResult:
             return 3
         return 0
 
-    def human(self) -> str:
+    def qemu_messages(self, repair: str | None = None, passes: tuple[str, ...] | None = None) -> list[str]:
+        """The lines ``qemu-img check`` prints on stderr for these findings (of qemu's ``passes``, default
+        all), in qemu's order; with ``repair`` ('leaks'/'all') the ones qemu fixes in place say
+        ``Repairing``."""
         lines: list[str] = []
-        groups: dict[str, int] = {}
+        group: list[tuple[tuple[int, str], str]] = []
+        current: str | None = None
         for b in self.batches:
-            groups[b["problem"]] = groups.get(b["problem"], 0) + b["n"]
-        if groups:
-            lines.append("Findings:")
-            for pid, n in groups.items():
-                p = CATALOGUE[pid]
-                first = next(b for b in self.batches if b["problem"] == pid)
-                example = _message(_first_row(first))
-                lines.append(f"  {pid} {p.cls:<26} {n:>8} x  {p.severity:<7} e.g. {example}")
-            lines.append("")
-        for note in self.notes:
-            lines.append(note)
-        if self.repaired and (self.leaks_fixed or self.corruptions_fixed):
-            lines.append("The following inconsistencies were found and repaired:")
-            lines.append(f"    {self.leaks_fixed} leaked clusters")
-            lines.append(f"    {self.corruptions_fixed} corruptions")
-            lines.append("")
+            text = QEMU_TEXT.get(b["problem"])
+            if text is None or (passes is not None and text.qemu_pass not in passes):
+                continue
+            if text.qemu_pass != current:
+                lines.extend(line for _, line in sorted(group, key=lambda kv: kv[0]))
+                group, current = [], text.qemu_pass
+            fixed = text.repaired_in is not None and repair in (text.repaired_in, "all")
+            for row in _batch_rows(b):
+                line = _qemu_line(text.template, row)
+                if line is None:
+                    continue
+                if fixed:
+                    line = "Repairing" + line[line.index(" "):]
+                if text.stops:  # qemu's check ends here
+                    return lines + [line]
+                if current == "calculate":
+                    lines.append(line)
+                else:
+                    group.append(((int(row["index"] or 0), b["problem"]), line))
+        lines.extend(line for _, line in sorted(group, key=lambda kv: kv[0]))
+        return lines
+
+    def error_message(self) -> str | None:
+        """What qemu-img reports as its fatal error (after its ``qemu-img: `` prefix), or None."""
+        if self.error:
+            return self.error
         if not self.supported:
-            lines.append("This image format has no qemu-compatible check.")
-        elif not (self.corruptions or self.leaks or self.check_errors):
+            return "This image format does not support checks"
+        if self.check_errors:
+            return "Check failed"
+        return None
+
+    def human(self, own: bool = True) -> str:
+        """qemu-img check's stdout (the repair block, then the summary qemu prints when the check ran),
+        followed, with ``own``, by imgscope's own findings and notes, only when there are any."""
+        lines: list[str] = []
+        if self.repaired and (self.leaks_fixed or self.corruptions_fixed):
+            lines += ["The following inconsistencies were found and repaired:", "",
+                      f"    {self.leaks_fixed} leaked clusters", f"    {self.corruptions_fixed} corruptions", "",
+                      "Double checking the fixed image now..."]
+        if self.supported and not self.error:
+            lines += self._summary()
+        extra = self.grouped(qemu_reported=False) if own else []
+        if extra:
+            lines += ([""] if lines else []) + extra
+        return "\n".join(lines)
+
+    def _summary(self) -> list[str]:
+        """``dump_human_image_check``."""
+        lines: list[str] = []
+        if not (self.corruptions or self.leaks or self.check_errors):
             lines.append("No errors were found on the image.")
-        else:
-            if self.corruptions:
-                lines.append(f"{self.corruptions} errors were found on the image.")
-                lines.append("Data may be corrupted, or further writes to the image may corrupt it.")
-            if self.leaks:
-                lines.append(f"{self.leaks} leaked clusters were found on the image.")
-                lines.append("This means waste of disk space, but no harm to data.")
-            if self.check_errors:
-                lines.append(f"{self.check_errors} internal errors have occurred during the check.")
-        if self.has_cluster_stats and self.total_clusters:
-            t, a = self.total_clusters, self.allocated_clusters
-            lines.append(f"{a}/{t} = {100 * a / t:.2f}% allocated, "
-                         f"{100 * self.fragmented_clusters / a if a else 0:.2f}% fragmented, "
-                         f"{100 * self.compressed_clusters / a if a else 0:.2f}% compressed clusters")
+        if self.corruptions:
+            lines += ["", f"{self.corruptions} errors were found on the image.",
+                      "Data may be corrupted, or further writes to the image may corrupt it."]
+        if self.leaks:
+            lines += ["", f"{self.leaks} leaked clusters were found on the image.",
+                      "This means waste of disk space, but no harm to data."]
+        if self.check_errors:
+            lines += ["", f"{self.check_errors} internal errors have occurred during the check."]
+        t, a = self.total_clusters, self.allocated_clusters
+        if self.has_cluster_stats and t and a:
+            lines.append(f"{a}/{t} = {100 * a / t:.2f}% allocated, {100 * self.fragmented_clusters / a:.2f}% "
+                         f"fragmented, {100 * self.compressed_clusters / a:.2f}% compressed clusters")
         if self.has_end_offset and self.image_end_offset:
             lines.append(f"Image end offset: {self.image_end_offset}")
-        return "\n".join(lines)
+        return lines
+
+    def grouped(self, qemu_reported: bool = True) -> list[str]:
+        """The findings grouped by problem id: one line each with the count and one example (what the
+        human output shows instead of qemu's line per cluster), then the repair notes.  Without
+        ``qemu_reported`` only the findings qemu prints no line for."""
+        groups: dict[str, int] = {}
+        for b in self.batches:
+            if qemu_reported or b["problem"] not in QEMU_TEXT:
+                groups[b["problem"]] = groups.get(b["problem"], 0) + b["n"]
+        if not groups and not (self.repaired and self.notes):  # a clean image's output stays qemu's
+            return []
+        lines = [FINDINGS_HEADER if qemu_reported else IMGSCOPE_ONLY]
+        for pid, n in groups.items():
+            p = CATALOGUE[pid]
+            first = next(b for b in self.batches if b["problem"] == pid)
+            lines.append(f"  {pid} {p.cls:<26} {n:>8} x  {p.severity:<7} e.g. {_message(_first_row(first))}")
+        return lines + [f"  {note}" for note in self.notes]
+
+    def report(self) -> str:
+        """The findings by class, then qemu-img check's summary: what ``imgscope check`` shows."""
+        return "\n".join(self.grouped() + [""] + [self.human(own=False)]).strip("\n")
 
     def _repr_html_(self) -> str:
         import html
-        return f"<pre>{html.escape(self.human())}</pre>" + (self.findings.head(50).to_html() if self.batches else "")
+        return f"<pre>{html.escape(self.report())}</pre>" + (self.findings.head(50).to_html() if self.batches else "")
 
 
 class _Row:
@@ -195,3 +257,21 @@ def _message(row: Any) -> str:
                                        (v if v is not None else "?")) for k, v in vals.items()})
     except (ValueError, TypeError, KeyError):
         return p.message
+
+
+def _batch_rows(b: dict[str, Any]) -> Any:
+    """The rows of one batch as dicts of plain values (array columns element-wise)."""
+    import numpy as np
+    n = b["n"]
+    cols = {k: (v.tolist() if isinstance(v, np.ndarray) else v if isinstance(v, list) else [v] * n)
+            for k, v in b.items() if k not in ("problem", "n") and not k.startswith("_")}
+    for i in range(n):
+        yield {k: v[i] for k, v in cols.items()}
+
+
+def _qemu_line(template: str, row: dict[str, Any]) -> str | None:
+    """``template`` over the row; None when the row lacks a field qemu's message needs."""
+    try:
+        return template.format(**{k: (int(v) if isinstance(v, (bool, float)) else v) for k, v in row.items()})
+    except (KeyError, ValueError, TypeError):
+        return None

@@ -26,7 +26,9 @@ COMMANDS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The full parser, or with ``only`` one subcommand (its module alone is imported: a whole-process
+    ``imgscope check`` does not pay for importing the other nine)."""
     parser = argparse.ArgumentParser(prog="imgscope", description="Inspect, check and repair virtual disk images.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("--version", action="version", version=f"imgscope {_version()}")
@@ -36,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="follow backing files/extents outside the image's own directory")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, mod in COMMANDS.items():
+        if only is not None and name != only:
+            continue
         module = importlib.import_module(f"imgscope.commands.{mod}")
         p = sub.add_parser(name, help=module.__doc__.strip().splitlines()[0] if module.__doc__ else None)
         module.add_arguments(p)
@@ -58,8 +62,19 @@ def _apply_safety_options(args: argparse.Namespace) -> None:
         chain.ALLOW_OUTSIDE = True
 
 
+def _command_in(argv: list[str]) -> str | None:
+    """The subcommand named in ``argv`` (the first word that is not a global option or its value)."""
+    it = iter(argv)
+    for a in it:
+        if a == "--limit":
+            next(it, None)
+        elif not a.startswith("-"):
+            return a if a in COMMANDS else None
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(_command_in(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
     try:
         _apply_safety_options(args)

@@ -1,10 +1,20 @@
 """Identify an image format by its magic bytes (../shared/FORMATS.md §1)."""
 from __future__ import annotations
 
+from .errors import UnsupportedFormat
 from .io import Source
 
+#: one sector: no format's header fits in less, and no disk is smaller
+MIN_RAW_SIZE = 512
 
-def detect(src: Source) -> str:
+
+def detect(src: Source, *, tiny_raw: bool = False) -> str:
+    """The format whose magic ``src`` carries, else "raw".
+
+    A file smaller than one sector without any magic is not taken for a raw disk: it raises
+    :class:`UnsupportedFormat` naming the file and its size, unless ``tiny_raw`` (qemu's probing,
+    which backing files named without a format get).
+    """
     head = src.read(0, min(src.size, 512), "image header", zero_fill=True)
     if head[:4] == b"QFI\xfb":
         version = int.from_bytes(head[4:8], "big") if len(head) >= 8 else 0
@@ -26,4 +36,7 @@ def detect(src: Source) -> str:
     text = head.lstrip()
     if text.startswith(b"# Disk DescriptorFile") or b"createType" in head:
         return "vmdk"
+    if src.size < MIN_RAW_SIZE and not tiny_raw:
+        raise UnsupportedFormat(f"{src.path}: {src.size}-byte file matches no image format and is smaller than one "
+                                f"{MIN_RAW_SIZE}-byte sector; use -f raw (format='raw') to read it as raw anyway")
     return "raw"

@@ -134,6 +134,22 @@ def resolve(chain: list[Extents]) -> tuple[np.ndarray, ...]:
     return cuts[starts], mlen, depth[starts], status[starts], offset[starts]
 
 
+def clip(ext: tuple[np.ndarray, ...], lo: int, hi: int) -> tuple[np.ndarray, ...]:
+    """The part of resolved extents (:func:`resolve`) inside guest bytes [lo, hi), as ``qemu-img map
+    --start-offset lo --max-length (hi - lo)`` prints it; nothing inside gives qemu's one empty entry
+    at ``lo``."""
+    start, length, depth, status, offset = ext
+    end = start + length
+    keep = (end > lo) & (start < hi) & (length > 0)
+    if not keep.any():
+        return (np.array([lo], np.int64), np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(1, np.uint8),
+                np.zeros(1, np.uint64))
+    start, end, depth, status, offset = start[keep], end[keep], depth[keep], status[keep], offset[keep]
+    new = np.maximum(start, lo)
+    offset = np.where(status & OFFSET_VALID, offset + (new - start).astype(np.uint64), offset)
+    return new, np.minimum(end, hi) - new, depth, status, offset
+
+
 def _merge_starts(key: np.ndarray, offset: np.ndarray, length: np.ndarray, status: np.ndarray) -> np.ndarray:
     n = len(key)
     if n == 0:

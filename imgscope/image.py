@@ -117,6 +117,15 @@ class Image:
         """Block status of the active layer as :class:`imgscope.extents.Extents`."""
         raise NotImplementedError
 
+    def qemu_extents(self) -> Any:
+        """qemu 7.2's block status of the active layer, where it differs from :meth:`extents` (the
+        format's own view, used by the ``mapping`` frame): what ``map`` prints."""
+        return self.extents()
+
+    def host_file(self, guest_offset: int) -> str:
+        """The file holding this layer's data at ``guest_offset``, named as qemu-img map prints it."""
+        return self.path
+
     def guest_map(self, layer: str | int = "active") -> Any:
         """One layer's :class:`imgscope.model.GuestMap` (formats with lookup tables)."""
         raise NotImplementedError(f"{self.format}: no per-cluster guest map")
@@ -176,10 +185,20 @@ class Image:
             self._chain = open_backing_chain(self, allow_outside)
         return self._chain
 
+    def qemu_chain(self) -> list[Image]:
+        """The part of :meth:`chain` qemu reads: it stops below an image whose parent qemu does not open
+        (``qemu_shows_backing`` False: VHD and VHDX differencing disks)."""
+        out = []
+        for img in self.chain():
+            out.append(img)
+            if not img.qemu_shows_backing:
+                break
+        return out
+
     def map_entries(self) -> list[dict]:
         """What ``qemu-img map --output=json`` prints for this image and its chain."""
         from .extents import resolve, to_qemu_json
-        return to_qemu_json(*resolve([img.extents() for img in self.chain()]))
+        return to_qemu_json(*resolve([img.qemu_extents() for img in self.qemu_chain()]))
 
     # ---------------------------------------------------------------- frames
     @property

@@ -379,7 +379,8 @@ def l2_scan(buf: object, toff: np.ndarray, weight: np.ndarray, active: np.ndarra
             or not isinstance(counts, np.ndarray) or counts.dtype not in _COUNTER_DTYPES
             or not counts.flags.c_contiguous or not counts.flags.writeable or maxval < 0 or file_size < 0
             or ondisk.dtype not in _ONDISK_DTYPES or not ondisk.flags.c_contiguous
-            or (bad is not None and (bad.dtype != np.bool_ or len(bad) != len(ondisk)))):
+            or (bad is not None and (bad.dtype != np.bool_ or len(bad) != len(ondisk)
+                                     or not bad.flags.c_contiguous))):
         raise FormatError("L2 scan", None, _ERRORS[-2])
     maxval = min(maxval, int(np.iinfo(counts.dtype).max))
     if _backend == "native":
@@ -481,13 +482,21 @@ def refblocks_gather(buf: object, file_size: int, rt: np.ndarray, order: int, cl
             or (1 << order) > 8 * dt.itemsize:
         raise FormatError("refcount blocks", None, _ERRORS[-2])
     out = np.empty(n, dt)
-    bad = np.empty(n, np.bool_)
     if _backend == "native":
         blen = len(memoryview(buf).cast("B"))
-        nbad = _check(_lib.isn_refblocks_gather(_b(buf) if blen else _ffi.NULL, blen, file_size, _p(rt), len(rt),
-                                                order, cluster_bits, _pv(out), dt.itemsize, n, _pv(bad)),
-                      "refcount blocks", None)
-        return out, (bad if nbad else None)
+
+        def gather(bad: np.ndarray | None) -> int:
+            return _check(_lib.isn_refblocks_gather(_b(buf) if blen else _ffi.NULL, blen, file_size, _p(rt),
+                                                    len(rt), order, cluster_bits, _pv(out), dt.itemsize, n,
+                                                    _pv(bad) if bad is not None else _ffi.NULL),
+                          "refcount blocks", None)
+        # the mask (n bytes) only when some block is unaligned, which a first pass without it tells
+        if not gather(None):
+            return out, None
+        bad = np.empty(n, np.bool_)
+        gather(bad)
+        return out, bad
+    bad = np.empty(n, np.bool_)
     data = _u8view(buf)
     out[:] = 0
     bad[:] = False
@@ -523,7 +532,7 @@ def refcmp(ondisk: np.ndarray, computed: np.ndarray, bad: np.ndarray | None) -> 
     """compare_refcounts: (cluster indices ascending, CMP_* code each, last used cluster or -1)."""
     n = len(ondisk)
     if (len(computed) != n or ondisk.dtype not in _ONDISK_DTYPES or computed.dtype not in _COUNTER_DTYPES
-            or (bad is not None and (bad.dtype != np.bool_ or len(bad) != n))):
+            or (bad is not None and (bad.dtype != np.bool_ or len(bad) != n or not bad.flags.c_contiguous))):
         raise FormatError("refcount comparison", None, _ERRORS[-2])
     if _backend == "native":
         ondisk = np.ascontiguousarray(ondisk)

@@ -6,8 +6,8 @@ while planning.  :func:`apply_plan` then, holding qemu's writer locks
 (:mod:`imgscope.lock`):
 
 1. saves the original bytes of every range it will write (and the file length)
-   into an undo log (:mod:`imgscope.undo`) and fsyncs it;
-2. applies the writes phase by phase, with an fsync after each phase
+   into an undo log (:mod:`imgscope.undo`) and makes it durable (fdatasync, then its directory);
+2. applies the writes phase by phase, with an fdatasync after each phase
    (1 new structures in free space and claim-removing entry fixes, 2 the
    single-sector header switch, 3 releases, 4 flags that need the new
    refcounts, 5 the header feature-bit clears);
@@ -59,6 +59,7 @@ class Plan:
     error: str | None = None          # the repair cannot run (e.g. -r leaks on an image needing a rebuild)
     before: CheckResult | None = None  # read-only check of the image as it is
     expected: CheckResult | None = None  # check of the image as the plan leaves it (simulated)
+    replaced: list[int] = field(default_factory=list)  # clusters of the old refcount structure a rebuild frees
 
     def add(self, offset: int, data: bytes, structure: str, reason: str, phase: int) -> None:
         if phase not in PHASES:
@@ -185,11 +186,11 @@ def apply_plan(src: Source, plan: Plan, undo_file: str | None = None) -> str | N
     try:
         for i, w in enumerate(writes):
             if i and w.phase != writes[i - 1].phase:
-                os.fsync(src.fd)
+                os.fdatasync(src.fd)  # data and size durable (as qemu's flushes); timestamps may lag
             _pwrite_all(src.fd, w.data, w.offset)
             if kill_after and i + 1 == kill_after:
                 os._exit(137)  # test hook: a crash right after this write
-        os.fsync(src.fd)
+        os.fdatasync(src.fd)
     except BaseException as exc:
         log = undo.UndoLog(src.path, size, st.st_dev, st.st_ino, records, True)
         try:

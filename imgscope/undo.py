@@ -94,7 +94,7 @@ def write_log(path: str, image_path: str, st: os.stat_result, size: int, records
                 f.write(UndoRecord.build(dict(offset=r.offset, length=r.length, saved=r.saved, after=r.after,
                                               final=r.final, crc=r.crc())))
             f.write(TRAILER)
-        os.fsync(fd)
+        os.fdatasync(fd)  # its bytes and size; the directory entry is made durable below
     finally:
         os.close(fd)
     fsync_dir(path)

@@ -1,6 +1,8 @@
 /* Fused qcow2 check kernels (see imgscope_native.h for the contract). */
 #include "imgscope_native.h"
 
+#include <string.h>
+
 #define L2E_OFFSET_MASK 0x00FFFFFFFFFFFE00ULL
 #define L2E_STD_RESERVED_MASK 0x3F000000000001FEULL
 #define REFT_OFFSET_MASK 0xFFFFFFFFFFFFFE00ULL
@@ -272,6 +274,75 @@ static inline __attribute__((always_inline)) int64_t table_count(
     return over;
 }
 
+/* One standard table (no extended L2, no data file) in one pass when every entry is a plain aligned
+ * cluster below limit (the file size and the end of the counters) whose counter has room: counts its
+ * references and BlockFragInfo (*ts, *tf), sets *copied for an active table (ACT) whose COPIED flags
+ * disagree with the on-disk refcounts and returns 1.  At the first entry needing anything else it
+ * takes back what it added (exactly: nothing saturated) and returns 0; the table then goes through
+ * table_dirty/table_count. */
+static inline __attribute__((always_inline)) int table_fast(
+    const uint8_t *tab, const int ACT, int cb, uint64_t limit, void *counts, const int W_C, uint64_t w,
+    uint64_t maxval, const void *ondisk, const int W_OD, size_t nondisk, const uint8_t *bad, size_t l2e,
+    int64_t *used, int64_t *ts, int64_t *tf, int *copied)
+{
+    const uint64_t cs = 1ULL << cb;
+    const uint64_t slow_bits = OFLAG_COMPRESSED | L2E_STD_RESERVED_MASK | 1ULL | (cs - 1);
+    int64_t tstd = 0, tfrag = 0;
+    size_t top = (size_t)*used;  /* 1 + the last counter touched */
+    uint64_t prev = 0;
+    int cp = 0;
+    size_t j = 0;
+    for (size_t b = 0; b < l2e; b += 8) {
+        const size_t e = l2e - b < 8 ? l2e : b + 8;
+        if (e == b + 8) {  /* eight empty entries skipped at once (sparse tables are mostly zeros) */
+            uint64_t any = 0;
+            for (size_t k = b; k < e; k++) {
+                uint64_t x;
+                memcpy(&x, tab + k * 8, 8);
+                any |= x;
+            }
+            if (!any)
+                continue;
+        }
+        for (j = b; j < e; j++) {
+            const uint64_t raw = be64(tab + j * 8);
+            if (!raw)
+                continue;
+            const uint64_t host = raw & L2E_OFFSET_MASK;
+            if ((raw & slow_bits) || host - 1 >= limit - 1)  /* host == 0 wraps past limit too */
+                goto take_back;
+            const size_t c = (size_t)(host >> cb);
+            const uint64_t v = get_counter(counts, W_C, c);
+            if (v > maxval || w > maxval - v)  /* an overflow: its report is table_count's */
+                goto take_back;
+            if (ACT) {
+                const uint64_t rc = c < nondisk ? get_counter(ondisk, W_OD, c) : 0;
+                if (!(bad && c < nondisk && bad[c]) && ((rc == 1) != (raw >> 63)))
+                    cp = 1;
+            }
+            set_counter(counts, W_C, c, v + w);
+            tfrag += tstd && host != prev + cs;
+            tstd++;
+            prev = host;
+            top = c + 1 > top ? c + 1 : top;
+        }
+    }
+    *used = (int64_t)top;
+    *ts = tstd;
+    *tf = tfrag;
+    *copied = cp;
+    return 1;
+take_back:  /* entries [0, j) were counted without saturating: subtract them again */
+    for (size_t k = 0; k < j; k++) {
+        const uint64_t raw = be64(tab + k * 8);
+        if (raw) {
+            const size_t c = (size_t)((raw & L2E_OFFSET_MASK) >> cb);
+            set_counter(counts, W_C, c, get_counter(counts, W_C, c) - w);
+        }
+    }
+    return 0;
+}
+
 static inline __attribute__((always_inline)) int64_t scan_impl(
     const uint8_t *buf, size_t buflen, const uint64_t *toff, const uint32_t *weight, const uint32_t *active,
     size_t ntables, size_t l2e, int cb, int extended, int data_file, uint64_t file_size, void *counts, const int W_C,
@@ -280,10 +351,33 @@ static inline __attribute__((always_inline)) int64_t scan_impl(
 {
     const size_t esz = extended ? 16 : 8;
     int64_t ncomp = 0, nalloc = 0, nfrag = 0, used = 0, over = 0, ndirty = 0;
+    /* table_fast's bound on host offsets: below the file size and inside the counters */
+    const uint64_t limit = ncounts > (UINT64_MAX >> cb) ? file_size
+                           : ((uint64_t)ncounts << cb) < file_size ? (uint64_t)ncounts << cb : file_size;
     for (size_t t = 0; t < ntables; t++) {
         const uint64_t base = toff[t];
-        const int inside = base <= buflen && (buflen - base) / esz >= l2e;
+        if (base >= buflen) {  /* reads as zeros: nothing to count (and base + j * esz could wrap past 2^64) */
+            dirty[t] = 0;
+            continue;
+        }
+        const int inside = (buflen - base) / esz >= l2e;
         const uint64_t act = active[t];
+        if (inside && !extended && !data_file && limit) {
+            int64_t ts, tf;
+            int cp;
+            const int fast = act ? table_fast(buf + base, 1, cb, limit, counts, W_C, weight[t], maxval, ondisk,
+                                              W_OD, nondisk, bad, l2e, &used, &ts, &tf, &cp)
+                                 : table_fast(buf + base, 0, cb, limit, counts, W_C, weight[t], maxval, ondisk,
+                                              W_OD, nondisk, bad, l2e, &used, &ts, &tf, &cp);
+            if (fast) {
+                dirty[t] = cp ? 2 : 0;
+                if (act) {
+                    nalloc += (int64_t)act * ts;
+                    nfrag += (int64_t)act * tf;
+                }
+                continue;
+            }
+        }
         size_t lo = 0, hi = 0;
         const int d = table_dirty(buf, buflen, base, inside, l2e, cb, extended, data_file, file_size, ncounts, act,
                                   ondisk, W_OD, nondisk, bad, &lo, &hi);
@@ -427,14 +521,18 @@ int64_t isn_refblocks_gather(const uint8_t *buf, size_t buflen, uint64_t file_si
     return nbad;
 }
 
-int64_t isn_refcmp(const void *ondisk, int ondisk_width, const void *computed, int computed_width,
-                   const uint8_t *bad, size_t n, uint64_t *idx, uint8_t *what, size_t cap, int64_t *last_used)
+static inline __attribute__((always_inline)) int64_t refcmp_impl(
+    const void *ondisk, const int W_OD, const void *computed, const int W_C, const uint8_t *bad, size_t n,
+    uint64_t *idx, uint8_t *what, size_t cap, int64_t *last_used)
 {
-    if (!valid_width(ondisk_width, 1) || !valid_width(computed_width, 0))
-        return ISN_EARG;
     int64_t r = 0, last = -1;
     for (size_t i = 0; i < n; i++) {
-        const uint64_t d = get_counter(ondisk, ondisk_width, i), c = get_counter(computed, computed_width, i);
+        const uint64_t d = get_counter(ondisk, W_OD, i), c = get_counter(computed, W_C, i);
+        if (!bad && d == c) {  /* the common case: equal counters, no unreadable blocks */
+            if (d)
+                last = (int64_t)i;
+            continue;
+        }
         uint8_t k = 0;
         if (bad && bad[i]) {
             k = ISN_CMP_UNREADABLE;
@@ -454,4 +552,24 @@ int64_t isn_refcmp(const void *ondisk, int ondisk_width, const void *computed, i
     }
     *last_used = last;
     return r;
+}
+
+#define REFCMP(WOD, WC) refcmp_impl(ondisk, WOD, computed, WC, bad, n, idx, what, cap, last_used)
+#define REFCMP_C(WOD) (computed_width == 1 ? REFCMP(WOD, 1) : computed_width == 2 ? REFCMP(WOD, 2) : \
+                       REFCMP(WOD, 4))
+
+int64_t isn_refcmp(const void *ondisk, int ondisk_width, const void *computed, int computed_width,
+                   const uint8_t *bad, size_t n, uint64_t *idx, uint8_t *what, size_t cap, int64_t *last_used)
+{
+    if (!valid_width(ondisk_width, 1) || !valid_width(computed_width, 0))
+        return ISN_EARG;
+    if (ondisk_width == computed_width) {  /* the check's usual pairing */
+        if (ondisk_width == 1)
+            return REFCMP(1, 1);
+        if (ondisk_width == 2)
+            return REFCMP(2, 2);
+        if (ondisk_width == 4)
+            return REFCMP(4, 4);
+    }
+    return REFCMP_C(ondisk_width);
 }

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
-from . import add_output, print_json
+from . import add_force_share, add_output, print_json
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -14,15 +15,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-data-loss", action="store_true", help="also apply fixes that drop references")
     p.add_argument("--undo-file", help="record every overwritten byte range here before writing")
     p.add_argument("--findings", action="store_true", help="list every finding row (human output)")
+    p.add_argument("--qemu-messages", action="store_true",
+                   help="print qemu-img check's line per cluster on stderr instead of the findings by class")
     p.add_argument("--replay", action="store_true",
                    help="forensic: show, writing nothing, what qemu's automatic repair on open would change")
     add_output(p)
+    add_force_share(p)
+    p.add_argument("-q", "--quiet", action="store_true", help="no summary on stdout (qemu-img check -q)")
 
 
 def run(args: argparse.Namespace) -> int:
     import imgscope
     if args.replay:
         return replay(args)
+    if args.repair and args.force_share:
+        print(f"imgscope: Could not open '{args.image}': force-share=on can only be used with read-only images",
+              file=sys.stderr)
+        return 1
     if args.repair:
         from ..repair import run_repair
         res = run_repair(args.image, args.repair, fmt=args.format, allow_data_loss=args.allow_data_loss,
@@ -35,12 +44,62 @@ def run(args: argparse.Namespace) -> int:
         if res.supported and not res.error:  # qemu prints no JSON only when the check could not run
             print_json(res.qemu_json())
     else:
-        print(res.human())
+        print_human(res, args.repair, args.qemu_messages, args.quiet)
         if args.findings and res.batches:
             import pandas as pd
             with pd.option_context("display.max_rows", None, "display.width", 200):
                 print(res.findings.to_string(), file=sys.stderr)
     return res.exit_code()
+
+
+def print_human(res: Any, repair: str | None = None, qemu_messages: bool = False, quiet: bool = False) -> None:
+    """qemu-img check's text: on stderr the findings grouped by class (or, with ``qemu_messages``,
+    qemu's line per finding) and the fatal error; on stdout qemu's summary, byte for byte."""
+    if qemu_messages:
+        lines = _repair_messages(res, repair) if repair else res.qemu_messages()
+    else:
+        lines = _grouped(res)
+    for line in lines:
+        print(line, file=sys.stderr)
+    error = res.error_message()
+    if error:
+        print(f"imgscope: {error}", file=sys.stderr)
+    text = res.human(own=qemu_messages)
+    if text and not quiet:
+        print(text)
+
+
+def _grouped(res: Any) -> list[str]:
+    """Findings by class; after a repair, those the check before it found, then any left."""
+    before = getattr(getattr(res, "plan", None), "before", None)
+    if before is None:
+        return res.grouped()
+    lines = before.grouped()
+    left = res.grouped()
+    return lines + (["after the repair:"] + left[1:] if lines and left else left)
+
+
+def _repair_messages(res: Any, repair: str) -> list[str]:
+    """The stderr lines of ``qemu-img check -r``: the check's tables and refcounts, then either the
+    rebuild or the refcount comparison again (``Repairing`` what is fixed) and check_oflag_copied with
+    repairs; after fixes, the lines of the double check."""
+    plan = getattr(res, "plan", None)
+    before = getattr(plan, "before", None)
+    if before is None:
+        return res.qemu_messages()
+    lines = before.qemu_messages(passes=("calculate", "refcounts"))
+    if getattr(before, "needs_rebuild", False) and repair == "leaks":
+        lines.append("ERROR need to rebuild refcount structures")
+    elif getattr(before, "needs_rebuild", False):  # the old structure's clusters are then leaked and freed
+        lines.append("Rebuilding refcount structure")
+        lines += [f"Repairing cluster {c} refcount=1 reference=0" for c in plan.replaced]
+    else:
+        if before.leaks or before.corruptions:
+            lines += before.qemu_messages(repair, passes=("refcounts",))
+        lines += before.qemu_messages(repair, passes=("oflag-copied",))
+    if res.leaks_fixed or res.corruptions_fixed:  # qemu checks the image again
+        lines += res.qemu_messages()
+    return lines
 
 
 def replay(args: argparse.Namespace) -> int:

@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
         print("\n".join(table(snaps)) if snaps else "no snapshots")
         print("\n== imgscope check ==")
         res = img.check()
-        print(res.human())
+        print(res.report())
         print("\n== where the space goes (imgscope clusters) ==")
         roles = img.clusters()["role"].value_counts()
         print(roles[roles > 0].to_string())

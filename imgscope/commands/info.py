@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from . import add_output, print_json
+from . import add_force_share, add_output, print_json, qdict_order, size_to_str
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -12,12 +12,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-f", "--format", help="force the image format")
     p.add_argument("--chain", "--backing-chain", action="store_true", help="show every image of the backing chain")
     add_output(p)
+    add_force_share(p)
 
 
 def run(args: argparse.Namespace) -> int:
     import imgscope
     with imgscope.open(args.image, args.format) as img:
-        images = img.chain() if args.chain else [img]
+        images = img.qemu_chain() if args.chain else [img]
         infos = [i.info_dict() for i in images]
         if args.chain and images[-1].backing_error:  # the chain ends where a parent could not be opened
             infos[-1]["imgscope-backing-error"] = images[-1].backing_error
@@ -28,55 +29,47 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if n < 1024 or unit == "PiB":
-            return f"{n:g} {unit}" if unit == "B" else f"{n:.3g} {unit}"
-        n /= 1024
-    return str(n)
-
-
 def human(info: dict[str, Any]) -> str:
+    """``bdrv_image_info_dump``: qemu-img info's text, then imgscope-only facts (only when there are any)."""
+    size = info.get("actual-size")
     lines = [f"image: {info['filename']}", f"file format: {info['format']}",
-             f"virtual size: {_size(info['virtual-size'])} ({info['virtual-size']} bytes)",
-             f"disk size: {_size(info.get('actual-size', 0))}"]
+             f"virtual size: {size_to_str(info['virtual-size'])} ({info['virtual-size']} bytes)",
+             f"disk size: {'unavailable' if size is None else size_to_str(size)}"]
+    if info.get("encrypted"):
+        lines.append("encrypted: yes")
     if "cluster-size" in info:
         lines.append(f"cluster_size: {info['cluster-size']}")
-    if "backing-filename" in info:
-        fmt = info.get("backing-filename-format")
-        lines.append(f"backing file: {info['backing-filename']}" + (f" (actual path: {info['full-backing-filename']})"
-                                                                      if info.get("full-backing-filename") !=
-                                                                      info["backing-filename"] else ""))
-        if fmt:
-            lines.append(f"backing file format: {fmt}")
-    for key, value in info.items():
-        if key.startswith("imgscope-") and value not in (None, False):
-            lines.append(f"{key[len('imgscope-'):].replace('-', ' ')}: {value}")
     if info.get("dirty-flag"):
-        lines.append("dirty: yes (refcounts may be stale; `imgscope check -r all` rebuilds them)")
+        lines.append("cleanly shut down: no")
+    if "backing-filename" in info:
+        name, full = info["backing-filename"], info.get("full-backing-filename")
+        lines.append(f"backing file: {name}" + (" (cannot determine actual path)" if full is None else
+                                                "" if full == name else f" (actual path: {full})"))
+        if "backing-filename-format" in info:
+            lines.append(f"backing file format: {info['backing-filename-format']}")
     if info.get("snapshots"):
         from .snapshots import table
-        lines.append("Snapshot list:")
         lines.extend(table(info["snapshots"]))
-    spec = info.get("format-specific", {}).get("data")
-    if spec:
+    if "format-specific" in info:
         lines.append("Format specific information:")
-        lines.extend(_nested(spec, 4))
+        lines.extend(_qobject(info["format-specific"]["data"], 1))
+    extra = {k[len("imgscope-"):]: v for k, v in info.items() if k.startswith("imgscope-") and v not in (None, False)}
+    if extra:
+        lines += ["", "imgscope (not shown by qemu-img):"]
+        lines.extend(_qobject(extra, 1))
     return "\n".join(lines)
 
 
-def _nested(obj: Any, indent: int) -> list[str]:
-    pad = " " * indent
+def _qobject(obj: Any, indent: int) -> list[str]:
+    """qemu's ``dump_qobject`` of a dict or list at ``indent`` levels (4 spaces each), keys with spaces."""
+    pad = " " * (4 * indent)
+    items = ([(k.replace("-", " "), v) for k, v in qdict_order(obj)] if isinstance(obj, dict)
+             else [(f"[{i}]", v) for i, v in enumerate(obj)])
     out: list[str] = []
-    for k, v in obj.items():
-        if isinstance(v, dict):
-            out.append(f"{pad}{k}:")
-            out.extend(_nested(v, indent + 4))
-        elif isinstance(v, list) and v and isinstance(v[0], dict):
-            out.append(f"{pad}{k}:")
-            for i, item in enumerate(v):
-                out.append(f"{pad}    [{i}]:")
-                out.extend(_nested(item, indent + 8))
+    for key, value in items:
+        if isinstance(value, (dict, list)):
+            out.append(f"{pad}{key}:")
+            out.extend(_qobject(value, indent + 1))
         else:
-            out.append(f"{pad}{k}: {str(v).lower() if isinstance(v, bool) else v}")
+            out.append(f"{pad}{key}: {str(value).lower() if isinstance(value, bool) else value}")
     return out

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         if args.dry_run and plan is not None:
             print(_plan_text(plan))
             print("\nExpected result:")
-        print(res.human())
+        print(res.report())
     if res.error:
         print(f"imgscope: {res.filename}: {res.error}", file=sys.stderr)
     return res.exit_code()

@@ -5,13 +5,14 @@ import argparse
 import time
 from typing import Any
 
-from . import add_output, print_json
+from . import add_force_share, add_output, print_json, size_to_str
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("image")
     p.add_argument("-f", "--format", help="force the image format")
     add_output(p)
+    add_force_share(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -21,17 +22,24 @@ def run(args: argparse.Namespace) -> int:
     if args.output == "json":
         print_json(snaps)
     else:
-        print("\n".join(table(snaps)) if snaps else "no snapshots")
+        if snaps:  # qemu-img snapshot -l prints nothing at all without snapshots
+            print("\n".join(table(snaps)))
     return 0
 
 
 def table(snaps: list[dict[str, Any]]) -> list[str]:
-    """Rows like ``qemu-img snapshot -l``."""
-    out = [f"{'ID':<8}{'TAG':<17}{'VM SIZE':>8}{'DATE':>20}{'VM CLOCK':>16}{'ICOUNT':>9}"]
+    """``Snapshot list:`` and its rows as ``qemu-img snapshot -l`` and ``qemu-img info`` print them
+    (``bdrv_snapshot_dump``; dates in local time)."""
+    out = ["Snapshot list:", f"{'ID':<10}{'TAG':<17}{'VM SIZE':>8}{'DATE':>20}{'VM CLOCK':>13}{'ICOUNT':>11}"]
     for s in snaps:
         date = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s["date-sec"]))
         secs = s["vm-clock-sec"]
-        clock = f"{secs // 3600:04d}:{secs // 60 % 60:02d}:{secs % 60:02d}.{s['vm-clock-nsec'] // 1_000_000:03d}"
-        out.append(f"{s['id']:<8}{s['name']:<17}{s['vm-state-size']:>8}{date:>20}{clock:>16}"
-                   f"{s.get('icount', ''):>9}")
+        clock = f"{secs // 3600:02d}:{secs // 60 % 60:02d}:{secs % 60:02d}.{s['vm-clock-nsec'] // 1_000_000:03d}"
+        out.append(f"{_ljust(s['id'], 9)} {_ljust(s['name'], 16)} {size_to_str(s['vm-state-size']):>8}{date:>20}"
+                   f"{clock:>13}{s.get('icount', ''):>11}")
     return out
+
+
+def _ljust(text: str, width: int) -> str:
+    """C's ``%-Ns``: pads to N bytes of UTF-8, not N characters."""
+    return text + " " * max(0, width - len(text.encode("utf-8", "surrogateescape")))

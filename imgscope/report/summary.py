@@ -7,7 +7,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from ..commands.info import _size as human_size
+from ..commands import size_to_str as human_size
 
 __all__ = ["human_size", "image_facts", "image_html", "sharing_html", "table_html"]
 

@@ -42,3 +42,21 @@ def test_sanitizer_is_live(asan_env):
 def test_native_functions_on_hostile_buffers(asan_env):
     p = _probe("hostile", asan_env)
     assert p.returncode == 0 and "hostile ok" in p.stdout, (p.stdout[-1000:], p.stderr[-3000:])
+
+
+def test_children_of_a_sanitizer_run(asan_env):
+    """Python children (xdist workers, the imgscope CLI that tests start) load the sanitizer build too;
+    other programs (qemu-img deadlocks under ASan) start without the preloaded runtime."""
+    script = ("import subprocess, sys; "
+              "py = subprocess.run([sys.argv[1], '-c', 'import os, imgscope._native as n; "
+              "print(n.__file__, bool(os.environ.get(\"LD_PRELOAD\")))'], capture_output=True, text=True); "
+              "sh = subprocess.run(['sh', '-c', 'echo \"[$LD_PRELOAD]\"'], capture_output=True, text=True); "
+              "cli = subprocess.run([sys.argv[2], '--version'], capture_output=True, text=True); "
+              "print(py.stdout.strip(), sh.stdout.strip(), cli.returncode, sep='\\n')")
+    imgscope_cli = Path(sys.executable).with_name("imgscope")
+    p = subprocess.run([sys.executable, "-c", script, sys.executable, str(imgscope_cli)], capture_output=True,
+                       text=True, env=asan_env, timeout=120)
+    py, sh, cli = p.stdout.splitlines()
+    ext = Path(asan_env["PYTHONPATH"].split(":")[0]) / "ext"
+    assert py.startswith(str(ext)) and py.endswith(" True"), (py, p.stderr[-2000:])
+    assert sh == "[]" and cli == "0", (sh, cli)

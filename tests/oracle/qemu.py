@@ -78,6 +78,13 @@ def qemu_io(fmt: str | None, path, *commands: str, allow_fail: bool = False,
     return _on_image(QEMU_IO, path, fmt, secret, *flags, check=not allow_fail)
 
 
+def text(command: str, path, fmt: str | None = None, *args: str,
+         secret: str | None = None) -> subprocess.CompletedProcess:
+    """``qemu-img COMMAND ARGS IMAGE`` in the image's directory with its human output (never raises):
+    stdout, stderr and returncode as qemu-img printed them. ``snapshot`` takes no ``-f``."""
+    return _on_image(QEMU_IMG, path, None if command == "snapshot" else fmt, secret, command, *args, check=False)
+
+
 def info_json(path, fmt: str | None = None, *, secret: str | None = None, backing_chain: bool = False):
     """``qemu-img info --output=json -U``: a dict, or with ``backing_chain`` a list of dicts (top first)."""
     chain = ["--backing-chain"] if backing_chain else []

@@ -41,7 +41,7 @@ qemu-img create -q -f qcow2 z.qcow2 0
 qemu-img create -q -f raw z.raw 0
 """)
     assert rh.compare_image(tmp_path, "z.qcow2") == []
-    out = rh.imgscope(tmp_path, "map", "--output", "json", str(tmp_path / "z.raw"))
+    out = rh.imgscope(tmp_path, "map", "--output", "json", "-f", "raw", str(tmp_path / "z.raw"))  # 0 bytes: no probing
     theirs = rh.run(["qemu-img", "map", "--output=json", "-f", "raw", str(tmp_path / "z.raw")], tmp_path)
     assert out.stdout == theirs.stdout
 

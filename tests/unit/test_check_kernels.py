@@ -145,6 +145,42 @@ def test_add_refs_narrow(data: st.DataObject, dt: type) -> None:
     np.testing.assert_array_equal(res["native"][1], res["python"][1])
 
 
+@pytest.mark.parametrize("late", [
+    "overflow",     # a counter with no room left: the one-pass path stops and hands the table back
+    "compressed",   # an entry it does not take (counted by the two-pass path)
+    "reserved",     # an entry needing a finding (the table is dirty, not counted)
+    "past_eof",     # a host cluster past the end of the file
+    None,           # a clean table: counted in one pass
+])
+@pytest.mark.parametrize("act", [0, 1])
+def test_l2_scan_one_pass_takes_back(late: str | None, act: int) -> None:
+    """l2_scan counts a standard table of plain clusters in one pass and, meeting any other entry half way,
+    takes back what it added: counters and results equal the numpy twin's."""
+    cb, l2e, n = 9, 16, 40
+    words = [((3 + j) << cb) | (1 << 63) for j in range(l2e)]
+    words[2] = 0
+    counts = np.zeros(n, np.uint16)
+    late_entry = {"compressed": (1 << 62) | (30 << cb), "reserved": (20 << cb) | 2, "past_eof": (n - 3) << cb}
+    if late == "overflow":
+        counts[3 + 9] = 65534  # the entry at index 9 overflows with weight 2
+    elif late is not None:
+        words[9] = late_entry[late]
+    buf = b"".join(w.to_bytes(8, "big") for w in words) * 2
+    toff = np.array([0, l2e * 8], np.uint64)
+    ondisk = np.ones(n, np.uint16)
+    out = {}
+    for be in ("native", "python"):
+        c = counts.copy()
+        with native.use(be):
+            stats, dirty = native.l2_scan(buf, toff, np.array([2, 1], np.uint32), np.array([act, 0], np.uint32),
+                                          l2e, cb, False, False, (n - 4) << cb, c, 65535, ondisk, None)
+        out[be] = (stats, dirty, c)
+    for a, b in zip(out["native"], out["python"]):
+        np.testing.assert_array_equal(a, b)
+    if late is None:
+        assert out["native"][2][3] == 3 and list(out["native"][1]) == [0, 0]
+
+
 # ---------------------------------------------------------------- whole checks on real images
 
 @pytest.fixture(scope="module")
@@ -208,6 +244,29 @@ def test_fused_check_equals_decoded_path(damaged, which, monkeypatch) -> None:
     with imgscope.open(path) as img:
         got["pread"] = _summary(img.check())
     assert got["native"][0] if which == 0 else got["native"][1] == 2
-    for k in ("python", "decoded", "small", "pread"):
+    monkeypatch.setattr(qcheck, "_refblocks_at_once", lambda *a: False)  # check_refblocks entry by entry
+    with imgscope.open(path) as img:
+        got["loop"] = _summary(img.check())
+    for k in ("python", "decoded", "small", "pread", "loop"):
         assert got[k][:3] == got["native"][:3], k
         assert got[k][3] == got["native"][3] and got[k][4] == got["native"][4] and got[k][5] == got["native"][5], k
+
+
+def test_refblocks_at_once_leaves_findings_to_the_loop(damaged, tmp_path, monkeypatch) -> None:
+    """A second reftable entry naming the first refcount block (Q2-RT-004, a rebuild): the one-step
+    check_refblocks declines and the entry-by-entry loop reports it, as without the shortcut."""
+    q = tmp_path / "rt.qcow2"
+    q.write_bytes(damaged[0].read_bytes())
+    with imgscope.open(q) as img:
+        rt_off = img.meta.header.refcount_table_offset
+        first = int(img.tables.reftable()[0])
+    with open(q, "r+b") as f:
+        f.seek(rt_off + 8)
+        f.write(first.to_bytes(8, "big"))
+    with imgscope.open(q) as img:
+        fast = _summary(img.check())
+    monkeypatch.setattr(qcheck, "_refblocks_at_once", lambda *a: False)
+    with imgscope.open(q) as img:
+        slow = _summary(img.check())
+    assert "Q2-RT-004" in [b[0] for b in fast[2]] and fast[5]
+    assert fast == slow

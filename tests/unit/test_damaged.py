@@ -3,6 +3,7 @@ when only a table is damaged, opens the image and reports what qemu-img check re
 from __future__ import annotations
 
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -67,10 +68,12 @@ def test_header_damage_is_a_format_error(base_qcow2: Path, tmp_path: Path, name:
 
 
 @pytest.mark.parametrize("name", sorted(NOT_DETECTED))
-def test_tiny_files_are_raw_like_qemu(base_qcow2: Path, tmp_path: Path, name: str) -> None:
-    """Without -f, a file too short for any magic is raw, for qemu-img and imgscope alike."""
+def test_tiny_files_need_format_raw(base_qcow2: Path, tmp_path: Path, name: str) -> None:
+    """Without -f, a file too short for any magic is refused (qemu-img probes it as raw; format="raw" reads it)."""
     path, _, _ = _damaged(base_qcow2, tmp_path, name)
-    with imgscope.open(path) as img:
+    with pytest.raises(imgscope.UnsupportedFormat, match=re.escape(f"{path}: {path.stat().st_size}-byte file")):
+        imgscope.open(path)
+    with imgscope.open(path, "raw") as img:
         assert img.format == info_json(path)["format"] == "raw"
 
 

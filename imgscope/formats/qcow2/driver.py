@@ -126,6 +126,11 @@ class Qcow2Image(Image):
         from .status import active_extents
         return active_extents(self)
 
+    def host_file(self, guest_offset: int) -> str:
+        """An external data file as its header extension names it (qemu opens that name)."""
+        m = self.meta
+        return m.data_file if m.has_data_file and m.data_file else self.path
+
     def layer_extents(self, layer: str | int = "active") -> Any:
         from .status import layer_extents
         return layer_extents(self, self.layer_index(layer))

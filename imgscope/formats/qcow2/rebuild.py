@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ... import native
+from ...arrays import unique
 from ...errors import RepairError
 from ...limits import enforce
 from . import layout as L
@@ -27,34 +28,38 @@ _U = np.uint64
 SWITCH_OFFSET = 48
 
 
-def old_structure(img: Any, used: int) -> tuple[np.ndarray, np.ndarray]:
-    """(references the check counted for the old reftable and refblocks, mask of every old-structure cluster)."""
+def old_structure(img: Any, used: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The old reftable and refblock clusters below ``used``: (every one of them, ascending; those the
+    check counted a reference for; how many each)."""
     t, h = img.tables, img.meta.header
     cs, cb = t.cs, t.cb
-    counted = np.zeros(used, np.int64)
-    mask = np.zeros(used, bool)
     start, length = h.refcount_table_offset, h.refcount_table_clusters * cs
     first, last = start >> cb, (start + length - 1) >> cb
-    mask[first:min(last + 1, used)] = True
+    table = np.arange(first, min(last + 1, used), dtype=np.int64) if length else np.zeros(0, np.int64)
+    rt = t.reftable()
+    off = rt & _U(L.REFT_OFFSET_MASK)
+    c = (off >> _U(cb)).astype(np.int64)
+    blk = (off != 0) & (c < used)
+    ok = blk & ((rt & _U(L.REFT_RESERVED_MASK)) == 0) & (off % _U(cs) == 0)
+    counted = [c[ok]]
     if length and start + length - min(start + length, img.src.size) < cs:  # the check's past-EOF rule
-        counted[first:min(last + 1, used)] += 1
-    for e in t.reftable().tolist():
-        off = e & L.REFT_OFFSET_MASK
-        if not off:
-            continue
-        c = off >> cb
-        if c < used:
-            mask[c] = True
-            if not (e & L.REFT_RESERVED_MASK) and not off % cs:
-                counted[c] += 1
-    return counted, mask
+        counted.append(table)
+    idx, n = unique_counts(np.concatenate(counted))
+    return unique(np.concatenate([table, c[blk]])), idx, n
+
+
+def unique_counts(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct values of ``a`` (ascending) and how often each occurs."""
+    a = np.sort(a)
+    starts = np.flatnonzero(np.concatenate(([True], a[1:] != a[:-1]))) if len(a) else np.zeros(0, np.int64)
+    return a[starts], np.diff(np.append(starts, len(a)))
 
 
 class _Space:
     """First-fit allocator over clusters free in the new state (not in the old structure), then past the end."""
 
     def __init__(self, free: np.ndarray, end: int) -> None:
-        self.free = free.copy()
+        self.free = free  # owned (marked used as clusters are taken)
         self.end = end
         self.low = 0  # no free cluster below this one
 
@@ -114,17 +119,20 @@ def rebuild(img: Any, computed: np.ndarray, ondisk: np.ndarray) -> tuple[list[tu
     cs, cb, order = t.cs, t.cb, m.refcount_order
     per_block = cs * 8 >> order
     used = len(computed)
-    old_counted, old_mask = old_structure(img, used)
-    refs = computed.astype(np.int64)
-    refs -= old_counted
-    if (refs < 0).any():
+    old, oc_idx, oc_n = old_structure(img, used)
+    # the new counts, with room for the new structure past the end (np.zeros: untouched pages cost nothing)
+    refs = np.zeros(used + 2 * (-(-used // per_block)) + 64, _U)
+    refs[:used] = computed
+    if (refs[oc_idx] < oc_n.astype(_U)).any():
         raise RepairError("planner error: old refcount structure references were not counted as expected")
+    refs[oc_idx] -= oc_n.astype(_U)
     nfile = -(-img.src.size // cs)
-    free = (refs == 0) & ~old_mask  # qemu's IMRT: leaked clusters (on-disk count, no reference) too
+    free = refs[:used] == 0  # qemu's IMRT: leaked clusters (on-disk count, no reference) too
+    free[old] = False
     free[:1] = False       # the header cluster
     free[nfile:] = False   # past the end of the file: allocated from space.end instead
     space = _Space(free, max(used, nfile))
-    cnt = _Counts(refs.view(_U))  # non-negative: the same values, no copy
+    cnt = _Counts(refs, used)
     blocks: dict[int, int] = {}
     rt_first, rt_n = 0, 0
     # qemu's order (rebuild_refcounts_write_refblocks): refblocks in ascending block order,
@@ -172,9 +180,9 @@ class _Counts:
     """The new refcounts while the structure is placed: clusters [0, n) of a buffer that grows geometrically
     (allocations past the end of the file extend it one cluster at a time)."""
 
-    def __init__(self, counts: np.ndarray) -> None:
+    def __init__(self, counts: np.ndarray, n: int | None = None) -> None:
         self.buf = counts
-        self.n = len(counts)
+        self.n = len(counts) if n is None else n
 
     def bump(self, first: int, n: int) -> None:
         end = first + n

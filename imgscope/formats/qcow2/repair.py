@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from ... import native
+from ...arrays import unique
 from ...check import CheckResult
 from ...errors import RepairError
 from ...repair import Plan, simulate
@@ -165,6 +166,7 @@ def _refcounts(img: Any, mid: CheckResult, plan: Plan, mode: str,
         raise RepairError(f"{img.path}: refcounts overflow their width; widen them first "
                           "(qemu-img amend -o refcount_bits=...)")
     built, counts = rb.rebuild(img, computed, ondisk)
+    plan.replaced = rb.old_structure(img, len(computed))[0].tolist()
     writes = [_w(off, data, structure, reason, 1) for off, data, structure, reason in built]
     rt_off, rt_clusters = built[-1][0], len(built[-1][1]) // img.meta.cluster_size
     writes.append(_w(rb.SWITCH_OFFSET, rb.switch(rt_off, rt_clusters), "qcow2 header.refcount_table_offset/clusters",
@@ -193,7 +195,7 @@ def _in_place(img: Any, mid: CheckResult, leaks_only: bool) -> tuple[np.ndarray,
     new[wrong] = want[wrong]
     rt = t.reftable()
     store = []
-    for bi in np.unique(wrong // per_block).tolist():
+    for bi in unique(wrong // per_block).tolist():
         off = int(rt[bi]) & L.REFT_OFFSET_MASK
         old = img.src.read(off, cs, f"qcow2 refcount block {bi}")
         vals = native.refblock_decode(old, order, per_block, f"qcow2 refcount block {bi}", off)
@@ -233,7 +235,7 @@ def _copied(img: Any, edits: Edits, refcounts: np.ndarray) -> int:
             fixes += 1
     step = 2 if m.extended_l2 else 1
     tables = l2off[has]
-    offs = np.unique(tables[(tables % _U(cs) == 0) & (tables < _U(img.src.size))])
+    offs = unique(tables[(tables % _U(cs) == 0) & (tables < _U(img.src.size))])
     # only tables already edited or with a COPIED flag to change go through the per-table edit below
     # (a table read, decoded and left unchanged adds nothing to the plan)
     fresh = np.array([o not in edits.tables for o in offs.tolist()], bool)

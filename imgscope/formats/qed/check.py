@@ -131,7 +131,6 @@ def check_image(img: Any) -> CheckResult:
         res.add("QED-HDR-003", structure="header", found=reason)
     if img.meta.qemu_refuses:  # qemu-img cannot open the image: its check does not run (exit 1, no JSON)
         res.error = f"Could not open '{img.path}': {img.meta.qemu_refuses[0]}"
-        res.notes.append(f"qemu-img: {res.error}")
     s = scan(img)
     res.allocated_clusters = s.allocated
     res.fragmented_clusters = s.fragmented

@@ -57,14 +57,14 @@ def read_meta(src: Source) -> QedMeta:
     if h.l1_table_offset % cs or h.l1_table_offset < h.header_size * cs:
         raise FormatError("qed header.l1_table_offset", 40, f"{h.l1_table_offset:#x} is not cluster aligned "
                                                             "or lies inside the header clusters")
+    # in qemu's words (bdrv_qed_do_open); its table offset test rejects every one-cluster table and
+    # an L1 table running past the end of the file
     refuses = []
     if h.features & ~L.FEATURE_MASK:
-        refuses.append(f"unknown feature bits {h.features & ~L.FEATURE_MASK:#x}")
-    if h.table_size == 1:
-        refuses.append("table_size 1 (qemu's table offset test rejects every one-cluster table)")
+        refuses.append(f"Unsupported QED features: {h.features & ~L.FEATURE_MASK:x}")
     file_size = src.size // cs * cs
-    if h.l1_table_offset + (h.table_size - 1) * cs >= file_size:
-        refuses.append("the L1 table runs past the end of the file")
+    if h.table_size == 1 or h.l1_table_offset + (h.table_size - 1) * cs >= file_size:
+        refuses.append("QED table offset is invalid")
     return QedMeta(h, nelems, file_size, _backing_name(src, h), refuses)
 
 

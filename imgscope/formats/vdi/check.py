@@ -10,7 +10,7 @@ and no cluster statistics for VDI, and ``-r`` is not supported (exit 63).
 imgscope adds two findings of its own (not counted by qemu): slots that end
 past the end of the file (``VDI-MAP-003``) and slots inside the file that no
 guest block uses (``VDI-LEAK-001``), plus ``VDI-HDR-002`` for anything qemu
-refuses to open.
+refuses to open (the check then exits 1 without JSON, as qemu-img does).
 """
 from __future__ import annotations
 
@@ -30,6 +30,10 @@ def check_image(img: Any) -> CheckResult:
     res = CheckResult(img.path, "vdi", has_cluster_stats=False, has_end_offset=False)
     for reason in img.qemu_refuses:
         res.add("VDI-HDR-002", structure="header", found=reason)
+    if h.block_extra:
+        res.add("VDI-HDR-003", structure="header.block_extra", found=h.block_extra, host_offset=0x17C)
+    if img.qemu_refuses:  # qemu-img cannot open the image: its check does not run (exit 1, no JSON)
+        res.error = f"Could not open '{img.path}': unsupported VDI image ({img.qemu_refuses[0]})"
     e = img.bmap
     nb = h.blocks_in_image
     alloc = allocated(e)

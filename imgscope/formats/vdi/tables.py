@@ -39,7 +39,7 @@ def allocated(entries: np.ndarray) -> np.ndarray:
 
 
 def slot_offsets(img: Any, entries: np.ndarray) -> np.ndarray:
-    """Host offset where each entry's slot starts (its guest data follows ``block_extra`` bytes later)."""
+    """Host offset of each entry's block (qemu's placement: ``block_extra`` is ignored)."""
     return _U(img.h.offset_data) + entries.astype(_U) * _U(img.slot_size)
 
 
@@ -54,7 +54,7 @@ def guest_map(img: Any) -> GuestMap:
     kind[alloc] = DATA
     flags = np.zeros(n, np.uint8)
     flags[alloc & (e >= np.uint32(img.h.blocks_in_image))] |= native.F_RESERVED
-    host = np.where(alloc, slot_offsets(img, e) + _U(img.h.block_extra), _U(0))
+    host = np.where(alloc, slot_offsets(img, e), _U(0))
     return GuestMap(layer="active", cluster_size=bs, virtual_size=img.virtual_size, kind=kind, host=host,
                     length=np.where(alloc, _U(bs), _U(0)), flags=flags, alloc=None, zero=None,
                     table=np.array([img.h.offset_bmap], _U))

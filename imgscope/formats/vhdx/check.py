@@ -40,7 +40,6 @@ def check_image(img: Any) -> CheckResult:
     _shared(img, res)
     if m.qemu_open_error:
         res.error = f"Could not open '{img.path}': {m.qemu_open_error[0]}"
-        res.notes.append(f"qemu-img: {res.error}")
     return res
 
 

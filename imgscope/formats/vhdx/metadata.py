@@ -146,6 +146,11 @@ def read_metadata(src: Source) -> tuple[VhdxMeta, Any]:
     if len(regions) != len(use.entries):
         errors.append("duplicate region entries")
     meta = _metadata(rd, regions[L.METADATA_GUID], src.path)
+    # qemu 7.2's vhdx_parse_metadata: differencing disks and 4 KiB logical sectors are not supported
+    if meta["param_flags"] & L.PARAM_HAS_PARENT:
+        errors.append("Operation not supported (a differencing image)")
+    elif meta["logical_sector_size"] != 512:
+        errors.append(f"Operation not supported (logical sectors of {meta['logical_sector_size']} bytes)")
     out = VhdxMeta(_utf16(ident.creator), headers, cur, log, tables, use.entries, bat_region=regions[L.BAT_GUID],
                    metadata_region=regions[L.METADATA_GUID], qemu_open_error=errors, **meta)
     errors.extend(f"VHDX region {a}-{b} overlaps with region {c}-{d}" for a, b, c, d in region_overlaps(out))

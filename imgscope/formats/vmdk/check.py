@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ... import model
+from ...arrays import unique
 from ...check import CheckResult
 from . import layout as L
 
@@ -54,10 +55,10 @@ def _past_eof(res: CheckResult, where: str, guest: np.ndarray, host: np.ndarray,
     """Grains past EOF: all are findings; only the first one qemu meets counts (and ends its check)."""
     first = res.error is None
     res.add("VMDK-GRN-001", len(host), structure=where, guest_offset=guest, host_offset=host, found=size,
-            _counted=1 if first else 0)
+            index=guest >> _U(9), _counted=1 if first else 0)
     if first:
         res.error = QEMU_FAILURE
-        res.notes.append(f"qemu-img: {QEMU_FAILURE} (qemu stops at the first grain past the end of file)")
+        res.notes.append("qemu stops its check at the first grain past the end of file")
 
 
 def _header(res: CheckResult, ext: Any) -> None:
@@ -92,15 +93,15 @@ def _tables(res: CheckResult, ext: Any, g: Any) -> None:
 
 def _metadata_ranges(ext: Any) -> list[tuple[int, int, str]]:
     h = ext.header
-    out = [(0, L.HEADER_SIZE, "the header")]
+    out = [(0, ext.header_size, "the header")]
     if h.descriptor_offset:
         out.append((h.descriptor_offset * L.SECTOR, h.descriptor_size * L.SECTOR, "the descriptor"))
     for name, d, sec in (("grain directory", ext.gd, h.gd_offset), ("redundant grain directory", ext.rgd,
                                                                    h.rgd_offset)):
         if d is None:
             continue
-        out.append((sec * L.SECTOR, len(d) * 4, f"the {name}"))
-        out.extend((int(t) * L.SECTOR, ext.gtes * 4, f"a grain table ({name})") for t in np.unique(d[d != 0]))
+        out.append((sec * L.SECTOR, len(d) * ext.entry_size, f"the {name}"))
+        out.extend((int(t) * L.SECTOR, ext.table_bytes, f"a grain table ({name})") for t in unique(d[d != 0]))
     return out
 
 

@@ -17,7 +17,7 @@ from ...io import Source
 from ...limits import LIMITS
 from . import descriptor as D
 from . import layout as L
-from .extent import Extent, open_sparse
+from .extent import Extent, open_sesparse, open_sparse
 
 
 class VmdkImage(Image):
@@ -34,7 +34,11 @@ class VmdkImage(Image):
 
     def _open(self) -> None:
         head = self.src.read(0, min(self.src.size, 4), "vmdk header", zero_fill=True)
-        if head in (L.MAGIC, L.COWD_MAGIC):
+        wrapped = self._wrapped_descriptor() if head == L.MAGIC else None
+        if wrapped is not None:
+            self._open_descriptor(self.src.read(wrapped, min(self.src.size, LIMITS["max_descriptor_bytes"]),
+                                                "vmdk descriptor", zero_fill=True), wrapped)
+        elif head in (L.MAGIC, L.COWD_MAGIC):
             ext = open_sparse(self.src, self.path, "", owns_src=False)
             h = ext.header
             if not h.descriptor_offset:
@@ -46,20 +50,30 @@ class VmdkImage(Image):
             self.extents_list.append(ext)
         else:
             n = min(self.src.size, LIMITS["max_descriptor_bytes"])
-            self.desc = D.parse(self.src.read(0, n, "vmdk descriptor"), 0)
-            ct = self.desc.create_type
-            if ct is None:
-                raise FormatError("vmdk descriptor", 0, "no createType")
-            if ct not in D.DESCRIPTOR_CREATE_TYPES:
-                raise UnsupportedFormat(f"{self.path}: VMDK createType {ct!r} is not supported")
-            self.create_type = ct
-            self._open_extent_files()
+            self._open_descriptor(self.src.read(0, n, "vmdk descriptor"), 0)
         start = 0
         for ext in self.extents_list:
             ext.start = start
             start += ext.length
         if self.desc.cid is None or self.desc.parent_cid is None:
             raise FormatError("vmdk descriptor", self.desc.offset, "no CID or parentCID")
+
+    def _wrapped_descriptor(self) -> int | None:
+        """qemu's ``vmdk_open_vmdk4``: a KDMV header with capacity 0 and a descriptor offset is only a
+        wrapper; the embedded text is read as a descriptor file.  Its offset, else None."""
+        h = L.SparseHeader.parse(self.src.read(0, L.HEADER_SIZE, "vmdk sparse extent header", zero_fill=True))
+        return h.descriptor_offset * L.SECTOR if h.capacity == 0 and h.descriptor_offset else None
+
+    def _open_descriptor(self, raw: bytes, at: int) -> None:
+        """A descriptor file (or one wrapped in a KDMV header at ``at``): createType and extent files."""
+        self.desc = D.parse(raw, at)
+        ct = self.desc.create_type
+        if ct is None:
+            raise FormatError("vmdk descriptor", at, "no createType")
+        if ct not in D.DESCRIPTOR_CREATE_TYPES:
+            raise UnsupportedFormat(f"{self.path}: VMDK createType {ct!r} is not supported")
+        self.create_type = ct
+        self._open_extent_files()
 
     def _open_extent_files(self) -> None:
         from ...chain import resolve_backing_path
@@ -73,7 +87,7 @@ class VmdkImage(Image):
                     ext = Extent(src, path, line.type, True, line.sectors, flat_offset=(line.offset or 0) * L.SECTOR,
                                  owns_src=True)
                 elif line.type == "SESPARSE":
-                    raise UnsupportedFormat(f"{path}: seSparse extents are not supported yet")
+                    ext = open_sesparse(src, path, line.type, owns_src=True)
                 else:
                     ext = open_sparse(src, path, line.type, owns_src=True)
             except BaseException:
@@ -162,6 +176,11 @@ class VmdkImage(Image):
 
     # ---------------------------------------------------------------- mapping, check
     grains = cached_property(implemented_in("imgscope.formats.vmdk.maps:Grains"))
+
+    def host_file(self, guest_offset: int) -> str:
+        """The extent file covering ``guest_offset``."""
+        return next((e.filename for e in self.extents_list if guest_offset < e.start + e.length),
+                    self.extents_list[-1].filename)
 
     def guest_map(self, layer: str | int = "active") -> Any:
         return self.grains.guest_map()

@@ -141,7 +141,7 @@ def reference_rows(img: Any) -> RefRows:
 def _sparse_rows(img: Any, i: int, ext: Extent) -> list[tuple]:
     # sector fields * 512 may pass 2^64: ranges() clamps them (past EOF, then dropped)
     h = ext.header
-    parts = [ranges(0, L.HEADER_SIZE, "header")]
+    parts = [ranges(0, ext.header_size, "header")]
     if ext.header_offset:
         parts.append(ranges(ext.header_offset - L.SECTOR, L.STREAM_FOOTER_SIZE, "header"))
     if h.descriptor_offset:
@@ -150,8 +150,8 @@ def _sparse_rows(img: Any, i: int, ext: Extent) -> list[tuple]:
         if d is None:
             continue
         at = (h.gd_offset if d is ext.gd else h.rgd_offset) * L.SECTOR
-        parts.append(ranges(at, len(d) * 4, "l1"))
-        parts.append(ranges(d[d != 0].astype(_U) * _U(L.SECTOR), ext.gtes * 4, "l2"))
+        parts.append(ranges(at, len(d) * ext.entry_size, "l1"))
+        parts.append(ranges(d[d != 0].astype(_U) * _U(L.SECTOR), ext.table_bytes, "l2"))
     g = img.grains.of(i)
     for kind, role in ((model.DATA, "data"), (model.COMPRESSED, "compressed")):
         sel = g.kind == kind

@@ -1,5 +1,6 @@
 """VHD consistency findings.  qemu has no VHD check (``qemu-img check`` exits 63), so
-every finding here is imgscope-only and the result stays ``supported=False``."""
+every finding here is imgscope-only and the result stays ``supported=False``; a footer
+whose checksum is wrong is one qemu refuses to open, so the check then exits 1 like qemu-img."""
 from __future__ import annotations
 
 from typing import Any
@@ -35,6 +36,7 @@ def _footers(img: Any, res: CheckResult) -> None:
     if want != m.footer.checksum:
         res.add("VHD-FTR-001", host_offset=m.footer_offset, structure="footer", found=f"{m.footer.checksum:#010x}",
                 expected=f"{want:#010x}")
+        res.error = f"Could not open '{img.path}': Incorrect header checksum"  # qemu's vpc_open refuses it
     if not m.dynamic:
         return
     at = img.src.size - L.FOOTER_SIZE

@@ -186,6 +186,7 @@ class VpcImage(Image):
         return guest_map(self)
 
     extents = implemented_in("imgscope.formats.vpc.maps:extents")
+    qemu_extents = implemented_in("imgscope.formats.vpc.maps:qemu_extents")
     reference_rows = implemented_in("imgscope.formats.vpc.maps:reference_rows")
     check = implemented_in("imgscope.formats.vpc.check:check_image")
 

@@ -45,17 +45,25 @@ def guest_map(img: Any) -> GuestMap:
                     _U(m.dyn.table_offset) + np.arange(n, dtype=_U) * _U(4))
 
 
-def extents(img: Any) -> Extents:
-    """What qemu's vpc driver answers: fixed disks recurse into the file; dynamic ones per block."""
+def qemu_extents(img: Any) -> Extents:
+    """What qemu's vpc driver answers: fixed disks recurse into the file; dynamic and differencing ones per
+    block (an unallocated block reads as zeros, sector bitmaps are not looked at: qemu has no VHD parent)."""
     m = img.meta
     if not m.dynamic:
         return concat_pieces([recurse_pieces(img.src, 0, m.virtual_size)], m.virtual_size)
     bs, alloc, host = block_table(img)
-    absent = 0 if img.differencing else ZERO
-    status = np.where(alloc, DATA | OFFSET_VALID, absent).astype(np.uint8)
-    if img.differencing:
-        return _differencing_extents(img, bs, alloc, host, status)
+    status = np.where(alloc, DATA | OFFSET_VALID, ZERO).astype(np.uint8)
     return Extents.from_units(bs, status, host, m.virtual_size)
+
+
+def extents(img: Any) -> Extents:
+    """The specification's view: as qemu, but a differencing disk leaves unallocated blocks and sectors
+    whose bitmap bit is clear to its parent."""
+    if not img.differencing:
+        return qemu_extents(img)
+    bs, alloc, host = block_table(img)
+    status = np.where(alloc, DATA | OFFSET_VALID, 0).astype(np.uint8)
+    return _differencing_extents(img, bs, alloc, host, status)
 
 
 def _differencing_extents(img: Any, bs: int, alloc: np.ndarray, host: np.ndarray, status: np.ndarray) -> Extents:

@@ -1,0 +1,69 @@
+"""qemu-img's command-line options imgscope accepts too: map --start-offset/--max-length, -U, check -q.
+
+Each is compared with qemu-img on oracle images (JSON and human output, exit code).
+"""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from imgscope import cli
+
+from oracle import images, qemu
+
+#: kinds with extents of every sort: data, zero, backing files, compressed, several layers
+KINDS = ["v3", "zero_clusters", "backing_chain", "extended_l2_backing", "compressed_zlib", "fragmented", "qed",
+         "vmdk_2gb", "vdi", "vhd"]
+#: (start offset, max length) as qemu parses them: unaligned, past the end, suffixes, zero length
+WINDOWS = [("1000", "70000"), ("512K", "1M"), ("65535", None), ("0", "0"), ("3", "1"), ("1G", None), ("64M", "4k"),
+           ("4194303", "2")]
+
+
+def ours(capsys, *argv: str) -> tuple[str, str, int]:
+    capsys.readouterr()
+    rc = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return out, err, rc
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_map_window_equals_qemu(make_image, capsys, kind):
+    path = make_image(kind).absolute()
+    fmt = images.FORMATS[kind]
+    for start, length in WINDOWS:
+        opts = ["--start-offset", start] + (["--max-length", length] if length is not None else [])
+        for output in ("json", "human"):
+            theirs = qemu.text("map", path, fmt, "-U", f"--output={output}", *opts)
+            out, err, rc = ours(capsys, "map", "-U", "-f", fmt, "--output", output, *opts, str(path))
+            assert (rc, out) == (theirs.returncode, theirs.stdout), (start, length, output)
+
+
+def test_map_rejects_what_qemu_rejects(make_image, capsys):
+    path = make_image("v3").absolute()
+    for bad in ("-1", "12Q", "", "1.5M"):
+        assert qemu.text("map", path, "qcow2", f"--start-offset={bad}").returncode != 0
+        with pytest.raises(SystemExit) as e:
+            cli.main(["map", f"--start-offset={bad}", str(path)])
+        assert e.value.code != 0
+
+
+@pytest.mark.parametrize("kind", ["v3", "refcount_1_leak", "lazy_crash", "vhd"])
+def test_check_quiet_and_force_share(make_image, capsys, kind):
+    """-q drops the summary (stdout) only; -U is accepted for reading, refused with -r (qemu's rule)."""
+    path = make_image(kind).absolute()
+    fmt = images.FORMATS[kind]
+    theirs = qemu.text("check", path, fmt, "-q", "-U")
+    out, err, rc = ours(capsys, "check", "-q", "-U", "--qemu-messages", "-f", fmt, str(path))
+    assert theirs.stdout == out == "" and rc == theirs.returncode
+    assert err.replace("imgscope: ", "qemu-img: ") == theirs.stderr
+
+
+def test_force_share_with_repair_is_refused(make_image, capsys, tmp_path):
+    path = shutil.copy(make_image("refcount_1_leak"), tmp_path / "t.qcow2")
+    before = path.read_bytes()
+    theirs = qemu.text("check", path, "qcow2", "-U", "-r", "leaks")
+    out, err, rc = ours(capsys, "check", "-U", "-r", "leaks", str(path))
+    assert rc == theirs.returncode == 1
+    assert "force-share=on can only be used with read-only images" in err
+    assert path.read_bytes() == before
