@@ -31,9 +31,58 @@ def size_arg(what: str) -> Any:
     return parse
 
 
-def print_json(obj: Any) -> None:
+def print_json(obj: Any, qemu_order: bool = False) -> None:
+    """JSON with a 4-space indent; with ``qemu_order`` the text qemu-img itself prints (info, check):
+    every object's keys in the order of qemu's QDict walk, written by :func:`qemu_json_text`."""
+    if qemu_order:
+        sys.stdout.write(qemu_json_text(_qemu_ordered(obj)) + "\n")
+        return
     json.dump(obj, sys.stdout, indent=4)
     sys.stdout.write("\n")
+
+
+_SHORT_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def qemu_json_text(obj: Any, level: int = 0) -> str:
+    """qemu's pretty JSON (``qobject_to_json_pretty``): empty lists and objects still break the line,
+    strings escape every character outside printable ASCII as ``\\uXXXX`` in upper-case hex (UTF-16
+    surrogate pairs above U+FFFF)."""
+    ind = "    " * level
+    if isinstance(obj, dict):
+        parts = [f"{ind}    {_qemu_string(str(k))}: {qemu_json_text(v, level + 1)}" for k, v in obj.items()]
+        return "{\n" + ",\n".join(parts) + ("\n" if parts else "") + ind + "}"
+    if isinstance(obj, (list, tuple)):
+        parts = [f"{ind}    {qemu_json_text(v, level + 1)}" for v in obj]
+        return "[\n" + ",\n".join(parts) + ("\n" if parts else "") + ind + "]"
+    if isinstance(obj, str):
+        return _qemu_string(obj)
+    return json.dumps(obj)
+
+
+def _qemu_string(text: str) -> str:
+    out = []
+    for ch in text:
+        c = ord(ch)
+        if ch in _SHORT_ESCAPES:
+            out.append(_SHORT_ESCAPES[ch])
+        elif c < 0x20 or c >= 0x7F:
+            if c > 0xFFFF:
+                c -= 0x10000
+                out.append(f"\\u{0xD800 + (c >> 10):04X}\\u{0xDC00 + (c & 0x3FF):04X}")
+            else:
+                out.append(f"\\u{c:04X}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def _qemu_ordered(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _qemu_ordered(v) for k, v in qdict_order(obj)}
+    if isinstance(obj, list):
+        return [_qemu_ordered(v) for v in obj]
+    return obj
 
 
 def size_to_str(n: int) -> str:

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     if args.output == "json":
         # qemu prints no JSON when the check fails (rc 1) or the format has none (rc 63)
         if res.supported and not res.error:  # qemu prints no JSON only when the check could not run
-            print_json(res.qemu_json())
+            print_json(res.qemu_json(), qemu_order=True)
     else:
         print_human(res, args.repair, args.qemu_messages, args.quiet)
         if args.findings and res.batches:

@@ -22,8 +22,10 @@ def run(args: argparse.Namespace) -> int:
         infos = [i.info_dict() for i in images]
         if args.chain and images[-1].backing_error:  # the chain ends where a parent could not be opened
             infos[-1]["imgscope-backing-error"] = images[-1].backing_error
-        if args.output == "json":
-            print_json(infos if args.chain else infos[0])
+        if args.output == "json":  # imgscope-only keys appear only when they say something qemu does not
+            infos = [{k: v for k, v in i.items() if not k.startswith("imgscope-") or v not in (None, False)}
+                     for i in infos]
+            print_json(infos if args.chain else infos[0], qemu_order=True)
         else:
             print("\n\n".join(human(i) for i in infos))
     return 0

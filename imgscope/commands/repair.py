@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
         if args.dry_run and plan is not None:
             print_json({**plan.json(), "expected": res.qemu_json()})
         elif res.supported and not res.error:
-            print_json(res.qemu_json())
+            print_json(res.qemu_json(), qemu_order=True)
     else:
         if args.dry_run and plan is not None:
             print(_plan_text(plan))

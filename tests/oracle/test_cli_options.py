@@ -4,6 +4,7 @@ Each is compared with qemu-img on oracle images (JSON and human output, exit cod
 """
 from __future__ import annotations
 
+import re
 import shutil
 
 import pytest
@@ -67,3 +68,22 @@ def test_force_share_with_repair_is_refused(make_image, capsys, tmp_path):
     assert rc == theirs.returncode == 1
     assert "force-share=on can only be used with read-only images" in err
     assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("kind", sorted(images.KINDS))
+def test_json_text_is_byte_identical(make_image, capsys, kind):
+    """info, info --backing-chain and check print qemu-img's JSON text itself: same keys in qemu's
+    order, same values, same indentation (imgscope-only keys only when they say something)."""
+    path = make_image(kind).absolute()
+    fmt = images.FORMATS[kind]
+    for qargs, iargs in ((("info",), ("info",)), (("info", "--backing-chain"), ("info", "--backing-chain")),
+                         (("check",), ("check",))):
+        secret = images.SECRETS.get(kind) if qargs[0] == "check" else None
+        theirs = qemu.text(qargs[0], path, fmt, "-U", "--output=json", *qargs[1:], secret=secret)
+        out, _, rc = ours(capsys, *iargs, "--output", "json", "-f", fmt, str(path))
+        if secret:  # qemu-img needs --image-opts for the key, and then names the image by its options
+            theirs.stdout = re.sub(r'"filename": "[^"]*"', f'"filename": "{path}"', theirs.stdout)
+        own = [ln for ln in out.splitlines() if ln.lstrip().startswith('"imgscope-')]
+        assert all(ln.rstrip(",").endswith(("true", '"')) for ln in own)  # present only when saying something
+        out = "".join(ln for ln in out.splitlines(True) if ln not in {o + "\n" for o in own})
+        assert (rc, out) == (theirs.returncode, theirs.stdout), qargs
