@@ -27,10 +27,8 @@ def detect(src: Source, *, tiny_raw: bool = False) -> str:
         return "vhdx"
     if len(head) >= 0x44 and head[0x40:0x44] == b"\x7f\x10\xda\xbe":
         return "vdi"
-    if head[:8] == b"conectix":
-        return "vpc"
-    if src.size >= 512 and src.read(src.size - 512, 8, "vhd footer") == b"conectix":
-        return "vpc"
+    if head[:8] == b"conectix":  # a dynamic VHD's footer copy; a fixed VHD (footer at the end only) is not
+        return "vpc"               # probed, as qemu does not: a raw guest could write that footer itself
     if head[:4] == bytes.fromhex("a9f54351"):
         return "fvd"
     text = head.lstrip()

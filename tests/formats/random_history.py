@@ -39,6 +39,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+if __name__ == "__main__":  # run as a script: tests/ holds the oracle package
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from oracle import qemu_text  # noqa: E402
+
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 FORMATS = ("qed", "qcow", "vdi", "vmdk", "vpc", "vhdx")
 EXT = {"qed": "qed", "qcow": "qcow", "vdi": "vdi", "vmdk": "vmdk", "vpc": "vhd", "vhdx": "vhdx", "raw": "raw",
@@ -363,15 +367,16 @@ def _clip(v, n: int = 400) -> str:
 
 
 def compare(d: Path, fmt: str, target: str, inprocess: bool = False, repair: bool = True,
-            content: bool = True) -> list[Mismatch]:
-    """Every disagreement between imgscope's CLI and qemu-img on ``d/target``."""
+            content: bool = True, text: bool = True) -> list[Mismatch]:
+    """Every disagreement between imgscope's CLI and qemu-img on ``d/target``; with ``text`` also every
+    text (JSON and human) that is not qemu-img's byte for byte (tests/oracle/qemu_text.py)."""
     out: list[Mismatch] = []
     q = run_qemu("qemu-img", "info", "--output=json", "-U", "-f", fmt, target, cwd=d)
-    rc, so, se = run_imgscope("info", "--output", "json", target, cwd=d, inprocess=inprocess)
+    rc, so, se = run_imgscope("info", "--output", "json", "-f", fmt, target, cwd=d, inprocess=inprocess)
     qinfo = _json(q.stdout) if q.returncode == 0 else None
     if qinfo is None:
         # qemu cannot open the image read-only (e.g. a VHDX log to replay): imgscope's check must say so
-        crc, _, _ = run_imgscope("check", "--output", "json", target, cwd=d, inprocess=inprocess)
+        crc, _, _ = run_imgscope("check", "--output", "json", "-f", fmt, target, cwd=d, inprocess=inprocess)
         if crc != 1:
             out.append(Mismatch("open", "qemu-cannot-open", f"qemu: {q.stderr.strip()}; imgscope check rc {crc}"))
         return out
@@ -390,7 +395,8 @@ def compare(d: Path, fmt: str, target: str, inprocess: bool = False, repair: boo
     chain = None
     if "backing-filename" in qinfo:
         q = run_qemu("qemu-img", "info", "--output=json", "-U", "--backing-chain", "-f", fmt, target, cwd=d)
-        rc, so, se = run_imgscope("info", "--chain", "--output", "json", target, cwd=d, inprocess=inprocess)
+        rc, so, se = run_imgscope("info", "--chain", "--output", "json", "-f", fmt, target, cwd=d,
+                                  inprocess=inprocess)
         qc, mc = _json(q.stdout), _json(so) if rc == 0 else None
         if mc is None or len(mc) != len(qc):
             out.append(Mismatch("info", "chain-length", f"qemu {len(qc)} imgscope {None if mc is None else len(mc)}"
@@ -404,7 +410,7 @@ def compare(d: Path, fmt: str, target: str, inprocess: bool = False, repair: boo
             chain = mc
     # map
     q = run_qemu("qemu-img", "map", "--output=json", "-U", "-f", fmt, target, cwd=d)
-    rc, so, se = run_imgscope("map", "--output", "json", target, cwd=d, inprocess=inprocess)
+    rc, so, se = run_imgscope("map", "--output", "json", "-f", fmt, target, cwd=d, inprocess=inprocess)
     qmap = _json(q.stdout) if q.returncode == 0 else None
     mmap = _json(so) if rc == 0 else None
     if q.returncode < 0:  # qemu-img itself crashed (an assertion in qemu 7.2): no oracle for map
@@ -415,7 +421,7 @@ def compare(d: Path, fmt: str, target: str, inprocess: bool = False, repair: boo
         out.append(Mismatch("map", "extents", _first_diff(qmap, mmap)))
     # check
     q = run_qemu("qemu-img", "check", "--output=json", "-U", "-f", fmt, target, cwd=d)
-    rc, so, se = run_imgscope("check", "--output", "json", target, cwd=d, inprocess=inprocess)
+    rc, so, se = run_imgscope("check", "--output", "json", "-f", fmt, target, cwd=d, inprocess=inprocess)
     if q.returncode < 0:
         pass  # qemu-img crashed: no oracle
     elif q.returncode != rc:
@@ -423,6 +429,13 @@ def compare(d: Path, fmt: str, target: str, inprocess: bool = False, repair: boo
                                            f"({se.strip()[:200]})"))
     elif _json(q.stdout) != _json(so):
         out.append(Mismatch("check", "json", f"qemu {_clip(_json(q.stdout))} imgscope {_clip(_json(so))}"))
+    if text:
+        def ours(*args: str) -> tuple[str, str, int]:
+            rc, so, se = run_imgscope(*args, cwd=d, inprocess=inprocess)
+            return so, se, rc
+        out += [Mismatch("text", k, v) for k, v in qemu_text.text_diffs(
+            lambda *a: qemu_text.outcome(run_qemu("qemu-img", *a, cwd=d)), ours,
+            ["-f", fmt, target], ["-f", fmt, target], qinfo["virtual-size"], "backing-filename" in qinfo)]
     if repair and fmt == "qed":
         out += _compare_repair(d, fmt, target, inprocess)
     if content and qmap is not None and mmap is not None:

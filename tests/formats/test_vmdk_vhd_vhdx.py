@@ -83,9 +83,22 @@ def _info(path: Path) -> dict:
 # ------------------------------------------------------------------------------------------------ oracle
 
 
+def test_fixed_vhd_is_probed_as_raw_like_qemu(imgdir):
+    """A fixed VHD has its footer at the end only: qemu-img (and imgscope) probe it as raw, and imgscope
+    says what it looks like; -f vpc reads it as a VHD."""
+    path = imgdir / "pf.vhd"
+    with imgscope.open(path) as img:
+        mine = img.info_dict()
+    theirs = qemu.info_json(path)
+    assert (mine["format"], mine["virtual-size"]) == (theirs["format"], theirs["virtual-size"]) == ("raw", 8391168)
+    assert "fixed VHD" in mine["imgscope-hint"]
+    with imgscope.open(path, "vpc") as img:
+        assert img.format == "vpc" and "imgscope-hint" not in img.info_dict()
+
+
 @pytest.mark.parametrize("name", ALL)
 def test_info_equals_qemu(imgdir, name):
-    with imgscope.open(imgdir / name) as img:
+    with imgscope.open(imgdir / name, _fmt(name)) as img:
         mine = img.info_dict()
     mine.pop("actual-size")
     assert mine == _info(imgdir / name)
@@ -93,7 +106,7 @@ def test_info_equals_qemu(imgdir, name):
 
 @pytest.mark.parametrize("name", ALL)
 def test_map_equals_qemu(imgdir, name, backend):
-    with imgscope.open(imgdir / name) as img:
+    with imgscope.open(imgdir / name, _fmt(name)) as img:
         assert img.map_entries() == qemu.map_json(imgdir / name, _fmt(name))
 
 
@@ -158,7 +171,7 @@ def _qemu_slot(path: Path, fmt: str, cs: int, i: int, tmp: Path) -> bytes:
 def test_guest_content_equals_qemu(imgdir, name, tmp_path):
     """Host bytes per slot (imgscope's mapping) hash like qemu's guest view of the same slot."""
     path = imgdir / name
-    with imgscope.open(path) as img:
+    with imgscope.open(path, _fmt(name)) as img:
         cs, read, gm = _slot_reader(img)
         if img.virtual_size <= 64 * MiB:
             raw = qemu.convert_raw(path, tmp_path / "out.raw", _fmt(name))

@@ -34,6 +34,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from oracle import qemu_text
+
 KiB, MiB = 1 << 10, 1 << 20
 SECRET = "abc123"
 SECRET_OBJ = f"secret,id=sec0,data={SECRET}"
@@ -531,8 +533,9 @@ def _first_diff_map(theirs: list, ours: list) -> str:
     return f"{len(ours)} extents != qemu's {len(theirs)}"
 
 
-def compare_image(cwd: Path, name: str, luks: bool = False) -> list[str]:
-    """imgscope's CLI against qemu-img for one qcow2 file: info, info --chain, map, check, snapshots."""
+def compare_image(cwd: Path, name: str, luks: bool = False, text: bool = True) -> list[str]:
+    """imgscope's CLI against qemu-img for one qcow2 file: info, info --chain, map, check, snapshots; with
+    ``text`` also their JSON and human text byte for byte (tests/oracle/qemu_text.py)."""
     diffs: list[str] = []
     path = str((cwd / name).absolute())
     ti = run(["qemu-img", "info", "--output=json", "-U", path], cwd)
@@ -575,6 +578,13 @@ def compare_image(cwd: Path, name: str, luks: bool = False) -> list[str]:
     if tk.returncode != ok.returncode or tj != oj:
         diffs.append(f"{name}: check imgscope rc {ok.returncode} {oj} {ok.stderr.strip()[:200]} != "
                      f"qemu rc {tk.returncode} {tj}")
+    if text:
+        info = json.loads(ti.stdout)
+        for what, d in qemu_text.text_diffs(lambda *a: qemu_text.outcome(run(["qemu-img", *a], cwd)),
+                                            lambda *a: qemu_text.outcome(imgscope(cwd, *a)),
+                                            sec if luks else ["-f", "qcow2", path], [path], info["virtual-size"],
+                                            "backing-filename" in info, path if luks else None):
+            diffs.append(f"{name}: {what} {d}")
     return diffs
 
 

@@ -20,6 +20,7 @@ import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # oracle.qemu_text
 import random_history as rh  # noqa: E402
 
 

@@ -25,17 +25,9 @@ from imgscope.commands.check import print_human
 from imgscope.repair import run_repair
 
 from oracle import images, qemu
+from oracle.qemu_text import COMMANDS, INFO_ONLY, text_diff
 
 ALL = sorted(images.KINDS)
-INFO_ONLY = "imgscope (not shown by qemu-img):"  # imgscope/commands/info.py
-#: (qemu-img command and options, imgscope command and options)
-COMMANDS = {
-    "info": (("info", "-U"), ("info",)),
-    "chain": (("info", "-U", "--backing-chain"), ("info", "--chain")),
-    "map": (("map", "-U"), ("map",)),
-    "check": (("check", "-U"), ("check", "--qemu-messages")),
-    "snapshot": (("snapshot", "-l", "-U"), ("snapshots",)),
-}
 
 
 def ours(capsys, *argv: str) -> tuple[str, str, int]:
@@ -47,16 +39,8 @@ def ours(capsys, *argv: str) -> tuple[str, str, int]:
 
 def assert_same(theirs, out: str, err: str, rc: int, own_expected: bool, marker: str) -> None:
     """imgscope's (out, err, rc) equals qemu-img's CompletedProcess up to the two allowed differences."""
-    assert rc == theirs.returncode
-    qerr = "".join("imgscope: " + line[len("qemu-img: "):] if line.startswith("qemu-img: ") else line
-                   for line in theirs.stderr.splitlines(True))
-    assert err == qerr
-    head, sep, _ = out.partition(marker + "\n")
-    assert bool(sep) == own_expected, f"imgscope's own block {'missing' if own_expected else 'unexpected'}"
-    if sep:  # separated from qemu's text by a blank line, when qemu printed any
-        head = head[:-1] if head else head
-        assert head == "" or head.endswith("\n")
-    assert head == theirs.stdout
+    diff = text_diff((theirs.stdout, theirs.stderr, theirs.returncode), (out, err, rc), marker, own_expected)
+    assert diff is None, diff
 
 
 def _secret(kind: str, command: str) -> str | None:

@@ -336,6 +336,8 @@ def _scan_fused(img: Any, res: CheckResult, imrt: _Imrt, slot_weight: np.ndarray
     weight32 = slot_weight.astype(np.uint32)
     active32 = active_n.astype(np.uint32)
     imrt.res = sink  # type: ignore[assignment]
+    if mm is not None:
+        src.prefetch(t.slot_offsets[live].tolist(), lb)
     try:
         for a in range(0, len(live), per):
             slots = live[a:a + per]
@@ -569,6 +571,7 @@ def _ondisk_refcounts(img: Any, n: int) -> tuple[np.ndarray, np.ndarray | None]:
     rt = t.reftable()
     mm = img.src.mapping() if hasattr(img.src, "mapping") else None
     if mm is not None:  # every refcount block straight from the mapped file, in the narrowest dtype
+        img.src.prefetch((rt & _U(L.REFT_OFFSET_MASK)).tolist(), t.cs)
         out = native.refblocks_gather(mm, img.src.size, rt, img.meta.refcount_order, t.cb, n, t.counter_dtype())
         img.src.release(0, img.src.size)  # the refcount blocks' pages leave this process again
         return out

@@ -14,6 +14,13 @@ class RawImage(Image):
     def virtual_size(self) -> int:
         return -(-self.src.size // 512) * 512  # qemu counts whole 512-byte sectors
 
+    def info_dict(self) -> dict[str, Any]:
+        out = super().info_dict()
+        if self.src.size >= 1024 and self.src.read(self.src.size - 512, 8, "vhd footer") == b"conectix":
+            out["imgscope-hint"] = ("the last sector is a VHD footer: probably a fixed VHD, which qemu-img and "
+                                    "imgscope read as raw unless told otherwise (-f vpc)")
+        return out
+
     def extents(self) -> Any:
         import numpy as np
 
