@@ -58,7 +58,9 @@ def test_one_input(data: bytes) -> None:
     path = STATE["paths"][k]
     mutators.write_sparse(path, img)
     try:
-        exercise.exercise(path)
+        exercise.exercise(path)  # probed, as a user's `imgscope info FILE` does
+        if STATE["formats"][k] == "vpc":  # a fixed VHD probes as raw: read it as the VHD it was, too
+            exercise.exercise(path, "vpc")
     except BaseException:
         Path(STATE["crash_dir"], f"crash-image-{os.getpid()}{Path(path).suffix}").write_bytes(img)
         raise
@@ -67,11 +69,12 @@ def test_one_input(data: bytes) -> None:
 def setup(formats: list[str], seed_dir: str) -> None:
     made = seeds.make_seeds(seed_dir, formats)
     work = tempfile.mkdtemp(prefix="imgscope-fuzz-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
-    STATE["seeds"], STATE["paths"] = [], []
+    STATE["seeds"], STATE["paths"], STATE["formats"] = [], [], []
     for fmt in formats:
         for p in made.get(fmt, []):
-            STATE["seeds"].append((p.read_bytes(), mutators.describe(p)))
+            STATE["seeds"].append((p.read_bytes(), mutators.describe(p, fmt)))
             STATE["paths"].append(os.path.join(work, f"m{len(STATE['paths'])}{p.suffix}"))
+            STATE["formats"].append(fmt)
     if not STATE["seeds"]:
         sys.exit(f"no seed images for {formats}")
     STATE["crash_dir"] = os.getcwd()

@@ -82,11 +82,12 @@ def struct_fields(struct: cs.Construct, data: bytes, offset: int, prefix: str, l
 
 # ---------------------------------------------------------------------------- describing seeds
 
-def describe(path: str | Path) -> Layout:
-    """The layout of a well-formed image (opened with imgscope, which must accept it)."""
+def describe(path: str | Path, fmt: str | None = None) -> Layout:
+    """The layout of a well-formed image of ``fmt`` (default: probed), opened with imgscope, which must
+    accept it.  A fixed VHD needs ``fmt``: probing finds it as raw, as qemu does."""
     import imgscope
     data = Path(path).read_bytes()
-    with imgscope.open(path) as img:
+    with imgscope.open(path, fmt) as img:
         lay = Layout(img.format, len(data), img.cluster_size or 512)
         describer = DESCRIBERS.get(img.format, _describe_generic)
         describer(img, data, lay)

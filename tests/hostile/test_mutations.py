@@ -24,7 +24,7 @@ op_strategy = st.builds(mutators.Op, st.sampled_from(mutators.KINDS), st.integer
 
 @pytest.fixture(scope="module")
 def layouts(seed_images):
-    return {fmt: [(p, p.read_bytes(), mutators.describe(p)) for p in paths] for fmt, paths in seed_images.items()}
+    return {fmt: [(p, p.read_bytes(), mutators.describe(p, fmt)) for p in paths] for fmt, paths in seed_images.items()}
 
 
 def test_every_format_has_fields(layouts):
@@ -46,15 +46,16 @@ def test_mutated_images_fail_cleanly(fmt, layouts, tmp_path, data):
     ops = data.draw(st.lists(op_strategy, min_size=1, max_size=4), label="ops")
     target = tmp_path / f"m{path.suffix}"
     mutators.write_sparse(target, mutators.apply(raw, lay, ops))
-    result = exercise.exercise(target)
-    assert result["open"] == "ok" or result["open"].split(":")[0] in ("FormatError", "LimitError",
-                                                                       "UnsupportedFormat", "ImgscopeError")
+    for forced in (None, fmt):  # probed (a fixed VHD probes as raw), then read as the seed's format
+        result = exercise.exercise(target, forced)
+        assert result["open"] == "ok" or result["open"].split(":")[0] in ("FormatError", "LimitError",
+                                                                           "UnsupportedFormat", "ImgscopeError")
 
 
 def test_seeds_pass_cleanly(layouts):
     """Unmutated seeds open and every call succeeds (so the mutations above are what fails)."""
     for fmt in FORMATS:
         for path, _, _ in layouts[fmt]:
-            res = exercise.exercise(path)
+            res = exercise.exercise(path, fmt)
             errors = {k: v for k, v in res.items() if v not in ("ok", "unsupported")}
             assert not errors, f"{path.name}: {errors}"

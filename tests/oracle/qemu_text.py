@@ -96,7 +96,7 @@ def json_text_diff(theirs: tuple[str, int], ours: tuple[str, int], filename: str
     tout, trc = theirs
     out, rc = ours
     if filename is not None:
-        tout = re.sub(r'"filename": "[^"]*"', lambda _: f'"filename": "{filename}"', tout)
+        tout = re.sub(r'"filename": "(?:[^"\\]|\\.)*"', lambda _: f'"filename": "{filename}"', tout)
     own = own_json_lines(out)
     bad = [ln for ln in own if not ln.rstrip().rstrip(",").endswith(("true", '"'))]
     if bad:
@@ -124,32 +124,35 @@ def outcome(p: subprocess.CompletedProcess) -> tuple[str, str, int]:
 
 
 def text_diffs(qemu_img: Run, imgscope: Run, qemu_image: list[str], image: list[str], vsize: int,
-               chain: bool, filename: str | None = None) -> list[tuple[str, str]]:
+               chain: bool, keyed: list[str] | None = None, filename: str | None = None) -> list[tuple[str, str]]:
     """(what, difference) for every text of one image that is not qemu-img's: the JSON text of ``info``
     (and ``--backing-chain`` with ``chain``) and ``check``; the human ``info`` (``--chain``), ``map``,
     ``check --qemu-messages`` and ``snapshots``; ``map`` windows, JSON and human.
 
     ``qemu_img(*argv)``/``imgscope(*argv)`` run a tool and return (stdout, stderr, exit code);
     ``qemu_image``/``image``: the arguments naming the image for each (``qemu_image`` may start with
-    ``-f FMT``, left out for ``snapshot -l``); ``filename``: see :func:`json_text_diff`.  A qemu-img
+    ``-f FMT``, left out for ``snapshot -l``); ``keyed``: qemu's arguments with the LUKS key (``--object
+    ... --image-opts ...``) for what ``info`` does without (qemu then names the image by its options; in JSON
+    text ``filename`` replaces that name, see :func:`json_text_diff`).  A qemu-img
     that dies of a signal is no oracle: that text is skipped."""
     out: list[tuple[str, str]] = []
-    no_fmt = qemu_image[2:] if qemu_image[:1] == ["-f"] else qemu_image
+    keyed = keyed or qemu_image
+    no_fmt = keyed[2:] if keyed[:1] == ["-f"] else keyed
     own: dict[str, bool] = {}
     for name, (qargs, iargs) in JSON_COMMANDS.items():
         if name == "chain" and not chain:
             continue
-        tout, _, trc = qemu_img(*qargs, "-U", *qemu_image)
+        tout, _, trc = qemu_img(*qargs, "-U", *(qemu_image if qargs[0] == "info" else keyed))
         iout, _, irc = imgscope(*iargs, *image)
         own[name] = bool(own_json_lines(iout))
-        diff = None if trc < 0 else json_text_diff((tout, trc), (iout, irc), filename)
+        diff = None if trc < 0 else json_text_diff((tout, trc), (iout, irc), None if qargs[0] == "info" else filename)
         if diff:
             out.append((f"{name}-json-text", diff))
     runs = [(name, qargs, iargs) for name, (qargs, iargs) in COMMANDS.items() if name != "chain" or chain]
     runs += [(f"map-window-{i}-{o}", ("map", "-U", f"--output={o}", *w), ("map", "--output", o, *w))
              for i, w in enumerate(map_windows(vsize)) for o in ("json", "human")]
     for name, qargs, iargs in runs:
-        theirs = qemu_img(*qargs, *(no_fmt if name == "snapshot" else qemu_image))
+        theirs = qemu_img(*qargs, *(no_fmt if name == "snapshot" else qemu_image if qargs[0] == "info" else keyed))
         if theirs[2] < 0:
             continue
         marker = {"info": INFO_ONLY, "chain": INFO_ONLY}.get(name, CHECK_ONLY)

@@ -582,8 +582,8 @@ def compare_image(cwd: Path, name: str, luks: bool = False, text: bool = True) -
         info = json.loads(ti.stdout)
         for what, d in qemu_text.text_diffs(lambda *a: qemu_text.outcome(run(["qemu-img", *a], cwd)),
                                             lambda *a: qemu_text.outcome(imgscope(cwd, *a)),
-                                            sec if luks else ["-f", "qcow2", path], [path], info["virtual-size"],
-                                            "backing-filename" in info, path if luks else None):
+                                            ["-f", "qcow2", path], [path], info["virtual-size"],
+                                            "backing-filename" in info, *((sec, path) if luks else ())):
             diffs.append(f"{name}: {what} {d}")
     return diffs
 

@@ -87,3 +87,13 @@ qemu-io -c 'write -P 0x5a 126099 118185' -c 'write -P 0x5b 1125888 18432' -c abo
 """)
     assert rh.compare_image(tmp_path, "img0.qcow2") == []
     assert rh.compare_repair(tmp_path, "img0.qcow2") == []
+
+
+def test_luks_texts_name_the_image_like_qemu(tmp_path):
+    """Harness regression: qemu-img info needs no key and names the image by its path; only map/check/snapshot
+    get --image-opts (qemu then says json:{...}, with escaped quotes in its JSON filename)."""
+    _replay(tmp_path, """
+qemu-img create -q -f qcow2 --object secret,id=sec0,data=abc123 -o encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10 img0.qcow2 4M
+qemu-io --object secret,id=sec0,data=abc123 -c 'write -P 7 0 70000' --image-opts driver=qcow2,file.filename=img0.qcow2,encrypt.key-secret=sec0
+""")
+    assert rh.compare_image(tmp_path, "img0.qcow2", luks=True) == []

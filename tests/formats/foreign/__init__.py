@@ -14,3 +14,7 @@ from . import qcow2_qed, vdi, vhd, vhdx, vmdk
 
 CASES = {**vhd.CASES, **vdi.CASES, **vmdk.CASES, **qcow2_qed.CASES, **vhdx.CASES}
 NO_CONTENT = vhdx.NO_CONTENT
+#: cases where qemu fails with a generic message ("Could not read file metadata: Input/output error",
+#: "could not get cluster_offset") and imgscope names the damaged structure and offset instead, as its
+#: hostile-input rule requires: exit codes and JSON are compared, the error text is not
+OWN_ERRORS = {"vmdk-cowd-short-gd", "vmdk-sesparse-bad-entry"}
