@@ -20,7 +20,7 @@ from imgscope import limits
 
 #: small limits keep each fuzz iteration fast; each one is still far above what the seeds need
 FUZZ_LIMITS = {"max_metadata_bytes": 32 << 20, "max_guest_clusters": 1 << 20, "max_table_bytes": 16 << 20,
-               "max_chain_depth": 4}
+               "max_chain_depth": 4, "max_finding_rows": 1 << 17}
 
 CALLS: dict[str, Callable[[Any], Any]] = {
     "header": lambda img: img.header,

@@ -61,6 +61,9 @@ class CheckResult:
     def findings(self) -> Any:
         import numpy as np
         import pandas as pd
+
+        from .limits import enforce
+        enforce("max_finding_rows", sum(int(b["n"]) for b in self.batches), "check findings frame")
         cols: dict[str, list[Any]] = {c: [] for c in FINDING_COLUMNS}
         for b in self.batches:  # one list extension per batch and column: no per-batch DataFrame
             p = CATALOGUE[b["problem"]]

@@ -37,6 +37,9 @@ DEFAULTS: dict[str, int] = {
     "max_guest_clusters": 1 << 27,
     # any format: entries of one top-level table (BAT, grain directory, QED L1...)
     "max_table_bytes": 256 << 20,
+    # any format: rows of one findings frame (check().findings builds a Python message per row; the
+    # counts, JSON and grouped output never need the rows)
+    "max_finding_rows": 1 << 20,
     # backing chains, VMDK extents, VHD parent locators
     "max_chain_depth": 64,
     "max_extents": 1024,
