@@ -13,26 +13,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from measure import CHILD_ENV, Timing, fmt_seconds, run_process  # noqa: E402
+from measure import CHILD_ENV, Timing, fmt_seconds, fresh_copy, run_process  # noqa: E402
 
 WORK = HERE / "work"
-
-
-def _fresh(src: Path, dst: Path):
-    def prepare() -> None:
-        subprocess.run(["cp", "--sparse=always", str(src), str(dst)], check=True)
-        fd = os.open(dst, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    return prepare
 
 
 def main() -> int:
@@ -55,7 +43,7 @@ def main() -> int:
         if name == "dirty":
             copy = WORK / "dirty-ab.qcow2"
             cases.append(("dirty check -r all", py + ["check", "-r", "all", "--output", "json", str(copy)],
-                          ["qemu-img", "check", "-r", "all", "--output=json", str(copy)], _fresh(p, copy)))
+                          ["qemu-img", "check", "-r", "all", "--output=json", str(copy)], fresh_copy(p, copy)))
     print(f"{'case':22s} {'':8s} {'wall':>9s} {'cpu':>9s} {'rss':>8s}")
     try:
         for what, ours, theirs, prepare in cases:

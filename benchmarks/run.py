@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -25,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import images  # noqa: E402
-from measure import Timing, drop_caches, fmt_seconds, run_process  # noqa: E402
+from measure import Timing, drop_caches, fmt_seconds, fresh_copy, run_process  # noqa: E402
 
 
 @dataclass
@@ -133,16 +132,7 @@ def repair_rows(path: Path, runs: int) -> list[Row]:
         return [Row("dirty", "check -r all", float("nan"), note="skipped: imgscope.repair does not exist yet")]
     copy = path.with_name("dirty-repair.qcow2")
 
-    def fresh() -> None:
-        subprocess.run(["cp", "--sparse=always", str(path), str(copy)], check=True)
-        # the copy's dirty pages written back now, untimed: otherwise the repair's first flush (either
-        # tool's) pays for writing back cp's 143 MiB, which varied 8-200 ms here
-        fd = os.open(copy, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
+    fresh = fresh_copy(path, copy)
     try:
         row = compare("dirty", "check -r all (fresh copy)", imgscope_argv() + ["check", "-r", "all", "--output",
                                                                                "json", str(copy)],
