@@ -39,15 +39,38 @@ class Result:
     cpu: float = 0.0  # CPU seconds the harness process used (user + system)
 
 
-def _run(cmd: list[str], **kw) -> tuple[int, str, float]:
-    """Run ``cmd``; return its exit status, combined output and CPU seconds (from wait4)."""
+def _run(cmd: list[str], seconds: int, **kw) -> tuple[int, str, float]:
+    """Run ``cmd``; return its exit status, combined output and CPU seconds (from wait4).
+
+    libFuzzer checks ``-max_total_time`` only between inputs, and atheris runs have overrun it
+    by 20 minutes under load, so the run is also stopped from outside: SIGINT (libFuzzer then
+    prints its final stats and exits 0) two minutes after the deadline, SIGKILL a minute later.
+    """
+    import signal
     import tempfile
+    import threading
     with tempfile.TemporaryFile("w+") as out:
         p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, text=True, **kw)
+        stopped: list[int] = []
+
+        def stop(sig: int) -> None:
+            stopped.append(sig)
+            p.send_signal(sig)
+        stops = [threading.Timer(seconds + 120, stop, (signal.SIGINT,)),
+                 threading.Timer(seconds + 180, stop, (signal.SIGKILL,))]
+        for t in stops:
+            t.daemon = True
+            t.start()
         _, status, usage = os.wait4(p.pid, 0)
+        for t in stops:
+            t.cancel()
         p.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
-        return p.returncode, out.read(), usage.ru_utime + usage.ru_stime
+        text = out.read()
+        if stopped and "==ERROR" not in text and "Traceback" not in text:
+            text += f"\n[run.py: stopped from outside {len(stopped)} signal(s) after the deadline; no crash]"
+            return 0, text, usage.ru_utime + usage.ru_stime
+        return p.returncode, text, usage.ru_utime + usage.ru_stime
 
 
 def tooling_missing() -> str | None:
@@ -109,7 +132,7 @@ def run_native(name: str, seconds: int) -> Result:
     seeds = NATIVE / "fuzz" / "corpus" / name
     cmd = [str(exe), str(corpus), *([str(seeds)] if seeds.is_dir() else []), f"-max_total_time={seconds}",
            "-max_len=8192", "-rss_limit_mb=1024", f"-artifact_prefix={crashes}/{name}-", "-print_final_stats=1", *_seed_arg()]
-    rc, out, cpu = _run(cmd)
+    rc, out, cpu = _run(cmd, seconds)
     return Result(f"native:{name}", seconds, _execs(out), rc != 0, _crash_summary(out) if rc else "", cpu)
 
 
@@ -123,7 +146,7 @@ def run_python(formats: list[str], seconds: int) -> Result:
            str(corpus),
            f"-max_total_time={seconds}", "-rss_limit_mb=3072", "-timeout=60", f"-artifact_prefix={crashes}/py-{fmt}-", *_seed_arg()]
     env = dict(os.environ, IMGSCOPE_NATIVE=os.environ.get("IMGSCOPE_NATIVE", "1"))
-    rc, out, cpu = _run(cmd, cwd=crashes, env=env)
+    rc, out, cpu = _run(cmd, seconds, cwd=crashes, env=env)
     return Result(f"python:{fmt}", seconds, _execs(out), rc != 0, _crash_summary(out) if rc else "", cpu)
 
 
