@@ -160,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=int, default=int(os.environ.get("FUZZ_SECONDS", 60)), help="per harness")
     ap.add_argument("--only", choices=("native", "python"))
     ap.add_argument("--format", action="append", help="formats for the Python harness (default: all registered)")
+    ap.add_argument("--native", action="append", metavar="NAME",
+                    help="native harnesses to run, e.g. l2_scan (default: all of native/fuzz/fuzz_*.c)")
     ap.add_argument("--together", action="store_true", help="one Python run over all formats (one start-up)")
     ap.add_argument("--jobs", type=int, default=1, help="harnesses run at the same time")
     args = ap.parse_args(argv)
@@ -170,14 +172,18 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT))
     from fuzz.seeds import RECIPES, registered_formats
     jobs: list = []
+    natives = args.native or native_harnesses()
+    unknown = sorted(set(natives) - set(native_harnesses()))
+    if unknown:
+        ap.error(f"no native harness {', '.join(unknown)} (have {', '.join(native_harnesses())})")
     if args.only != "python":
-        jobs += [(run_native, h) for h in native_harnesses()]
+        jobs += [(run_native, h) for h in natives]
     if args.only != "native":
         formats = args.format or [f for f in registered_formats() if f in RECIPES]  # qemu-img can make seeds
         groups = [formats] if args.together else [[f] for f in formats]
         jobs += [(run_python, g) for g in groups]
     if args.only != "python":  # compile before the clock starts, one at a time
-        for h in native_harnesses():
+        for h in natives:
             build_native(h)
     print(f"{'harness':<24}{'seconds':>8}{'cpu s':>8}{'execs':>12}  result", flush=True)
     from concurrent.futures import ThreadPoolExecutor, as_completed

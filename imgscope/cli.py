@@ -7,9 +7,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
-from .errors import ImgscopeError
+# imgscope does no linear algebra, but numpy's OpenBLAS starts a thread per core at import that
+# busy-waits for work, taking a core from the check for its first tenths of a second (before
+# numpy is imported, so it takes effect; a user's own setting wins)
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+from .errors import ImgscopeError  # noqa: E402
 
 #: subcommand name -> module in imgscope.commands (each has add_arguments(p) and run(args) -> int)
 COMMANDS = {

@@ -290,6 +290,12 @@ def _scan_tables(img: Any, res: CheckResult, imrt: _Imrt, slot_weight: np.ndarra
     t = img.tables
     live = np.flatnonzero(slot_weight)
     active_n = np.bincount(active.slots[active.slots > 0], minlength=len(slot_weight))
+    if chunk is not None and getattr(img.src, "mapping", lambda: None)() is not None \
+            and not hasattr(res, "ondisk_all"):
+        # cold cache: queue all the metadata reads of the check now (posix_fadvise), the refcount
+        # blocks (gathered first) ahead of the L2 tables, so the disk streams while the blocks are read
+        img.src.prefetch((t.reftable() & _U(L.REFT_OFFSET_MASK)).tolist(), t.cs)
+        img.src.prefetch(t.slot_offsets[live].tolist(), t.l2_bytes)
     ondisk, bad = res_refcounts(img, res)
     sink, scan, frag = _Sink(), _Scan(), np.zeros(3, np.int64)
     if chunk is not None:
@@ -336,8 +342,6 @@ def _scan_fused(img: Any, res: CheckResult, imrt: _Imrt, slot_weight: np.ndarray
     weight32 = slot_weight.astype(np.uint32)
     active32 = active_n.astype(np.uint32)
     imrt.res = sink  # type: ignore[assignment]
-    if mm is not None:
-        src.prefetch(t.slot_offsets[live].tolist(), lb)
     try:
         for a in range(0, len(live), per):
             slots = live[a:a + per]
