@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -58,22 +59,34 @@ def test_one_input(data: bytes) -> None:
     path = STATE["paths"][k]
     mutators.write_sparse(path, img)
     try:
-        exercise.exercise(path)  # probed, as a user's `imgscope info FILE` does
+        exercise.exercise(STATE["opened"][k])  # probed, as a user's `imgscope info FILE` does
         if STATE["formats"][k] == "vpc":  # a fixed VHD probes as raw: read it as the VHD it was, too
             exercise.exercise(path, "vpc")
     except BaseException:
         Path(STATE["crash_dir"], f"crash-image-{os.getpid()}{Path(path).suffix}").write_bytes(img)
+        if STATE["opened"][k] != path:  # a mutated extent: keep the rest of its image beside it
+            shutil.copytree(Path(path).parent, Path(STATE["crash_dir"], f"crash-image-{os.getpid()}.d"),
+                            dirs_exist_ok=True)
         raise
 
 
 def setup(formats: list[str], seed_dir: str) -> None:
     made = seeds.make_seeds(seed_dir, formats)
     work = tempfile.mkdtemp(prefix="imgscope-fuzz-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
-    STATE["seeds"], STATE["paths"], STATE["formats"] = [], [], []
+    STATE["seeds"], STATE["paths"], STATE["formats"], STATE["opened"] = [], [], [], []
     for fmt in formats:
         for p in made.get(fmt, []):
             STATE["seeds"].append((p.read_bytes(), mutators.describe(p, fmt)))
             STATE["paths"].append(os.path.join(work, f"m{len(STATE['paths'])}{p.suffix}"))
+            STATE["opened"].append(STATE["paths"][-1])
+            STATE["formats"].append(fmt)
+    for fmt, items in seeds.make_foreign_seeds(seed_dir, formats).items():
+        for d, top, mutated in items:  # the image's other files once, in a directory of their own
+            own = shutil.copytree(d, os.path.join(work, f"f{len(STATE['paths'])}"))
+            STATE["seeds"].append((Path(d, mutated).read_bytes(),
+                                   mutators.describe(Path(d, mutated), fmt, opened=Path(d, top))))
+            STATE["paths"].append(os.path.join(own, mutated))
+            STATE["opened"].append(os.path.join(own, top))
             STATE["formats"].append(fmt)
     if not STATE["seeds"]:
         sys.exit(f"no seed images for {formats}")

@@ -82,12 +82,13 @@ def struct_fields(struct: cs.Construct, data: bytes, offset: int, prefix: str, l
 
 # ---------------------------------------------------------------------------- describing seeds
 
-def describe(path: str | Path, fmt: str | None = None) -> Layout:
+def describe(path: str | Path, fmt: str | None = None, *, opened: str | Path | None = None) -> Layout:
     """The layout of a well-formed image of ``fmt`` (default: probed), opened with imgscope, which must
-    accept it.  A fixed VHD needs ``fmt``: probing finds it as raw, as qemu does."""
+    accept it.  A fixed VHD needs ``fmt``: probing finds it as raw, as qemu does.  ``opened``: the
+    file to open when ``path`` is one extent of a multi-file image (its descriptor)."""
     import imgscope
     data = Path(path).read_bytes()
-    with imgscope.open(path, fmt) as img:
+    with imgscope.open(opened or path, fmt) as img:
         lay = Layout(img.format, len(data), img.cluster_size or 512)
         describer = DESCRIBERS.get(img.format, _describe_generic)
         describer(img, data, lay)
@@ -152,9 +153,9 @@ def _describe_generic(img: Any, data: bytes, lay: Layout) -> None:
     for name in dir(layout) if layout else []:
         obj = getattr(layout, name)
         if "header" in name.lower() and isinstance(obj, cs.Struct):
-            lay.add_struct(obj, data, 0, name, little=img.format in ("vdi", "vhdx", "qed"))
+            lay.add_struct(obj, data, 0, name, little=img.format in ("vdi", "vhdx", "qed", "vmdk"))
     if not lay.fields:
-        little = img.format in ("vdi", "vhdx", "qed")
+        little = img.format in ("vdi", "vhdx", "qed", "vmdk")
         lay.fields += [Field(f"word@{o}", o, 4, little) for o in range(0, min(len(data), 512) - 3, 4)]
     lay.boundaries += list(range(0, min(len(data), 4 * 4096), 512))
 

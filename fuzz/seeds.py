@@ -34,6 +34,56 @@ RECIPES: dict[str, list[tuple[str, str, str, list[str], list[str]]]] = {
 }
 
 
+def _cowd_seed(d: Path) -> tuple[str, str]:
+    """An ESX redo log: vmfsSparse (COWD) extent, 1 MiB, grain 1 sector, on no parent."""
+    from tests.formats.foreign.vmdk import _grains, cowd, vmdk_descriptor
+    sectors = 2048
+    cowd(d / "r-delta.vmdk", sectors, _grains("cowd", 1, [0, 1, 7, sectors - 1]), 1)
+    (d / "r.vmdk").write_bytes(vmdk_descriptor("vmfsSparse", [f'RW {sectors} VMFSSPARSE "r-delta.vmdk"']))
+    return "r.vmdk", "r-delta.vmdk"
+
+
+def _sesparse_seed(d: Path) -> tuple[str, str]:
+    """An ESXi 6.5+ snapshot: seSparse extent (zero, unmapped and allocated grains) on a 1 MiB flat parent."""
+    from tests.formats.foreign.vmdk import _grains, sesparse, vmdk_descriptor
+    from tests.formats.foreign.common import pattern
+    sectors = 2048
+    (d / "base-flat.vmdk").write_bytes(pattern("base", sectors * 512))
+    (d / "base.vmdk").write_bytes(vmdk_descriptor("vmfs", [f'RW {sectors} VMFS "base-flat.vmdk"']))
+    sesparse(d / "s-sesparse.vmdk", sectors, _grains("se", 8, [0, 3, sectors // 8 - 1]), zero=(1,), unmapped=(2,))
+    (d / "s.vmdk").write_bytes(vmdk_descriptor("seSparse", [f'RW {sectors} SESPARSE "s-sesparse.vmdk"'],
+                                               parent_cid="fffffffe", extra='parentFileNameHint="base.vmdk"'))
+    return "s.vmdk", "s-sesparse.vmdk"
+
+
+#: format -> builders of multi-file images other products write, which qemu-img cannot make: each fills
+#: an empty directory and returns (the file to open, the file the fuzzer mutates)
+FOREIGN: dict[str, list] = {"vmdk": [_cowd_seed, _sesparse_seed]}
+
+
+def make_foreign_seeds(outdir: str | Path, formats: list[str]) -> dict[str, list[tuple[Path, str, str]]]:
+    """Build the FOREIGN seeds of ``formats``: format -> [(directory, file to open, file to mutate)]."""
+    import sys
+    root = str(Path(__file__).resolve().parents[1])
+    if root not in sys.path:  # the builders live with the tests that check them against qemu-img
+        sys.path.insert(0, root)
+    out: dict[str, list[tuple[Path, str, str]]] = {}
+    for fmt in formats:
+        for build in FOREIGN.get(fmt, []):
+            d = Path(outdir) / "foreign" / build.__name__.strip("_")
+            names = d / ".names"
+            if not names.exists():
+                tmp = d.with_name(d.name + ".tmp")
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir(parents=True)
+                (tmp / ".names").write_text("\n".join(build(tmp)))
+                shutil.rmtree(d, ignore_errors=True)
+                tmp.rename(d)
+            top, mutated = names.read_text().split("\n")
+            out.setdefault(fmt, []).append((d, top, mutated))
+    return out
+
+
 def registered_formats() -> list[str]:
     """Formats imgscope has a driver for (that imports), in a stable order."""
     from imgscope.formats import registry

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from . import native
+from .errors import FormatError
 from .extents import ALLOCATED, DATA, OFFSET_VALID, ZERO, resolve
 from .model import KINDS, ROLES
 
@@ -35,8 +36,14 @@ def features_frame(img: Any) -> pd.DataFrame:
 
 
 def extensions_frame(img: Any) -> pd.DataFrame:
-    df = pd.DataFrame(img.extension_rows(), columns=["type", "name", "offset", "length", "decoded", "raw"])
-    return df.astype({"type": "uint32", "name": "string", "offset": "uint64", "length": "uint32",
+    rows = img.extension_rows()
+    for r in rows:  # e.g. a seSparse header's capacity of 2^56 sectors: 2^65 bytes
+        if not (0 <= r["offset"] < 1 << 64 and 0 <= r["length"] < 1 << 64):
+            raise FormatError(f"{img.format} {r['name']}", None,
+                              f"offset {r['offset']} or length {r['length']} does not fit in 64 bits")
+    df = pd.DataFrame(rows, columns=["type", "name", "offset", "length", "decoded", "raw"])
+    # length is uint64: a VMDK extent's row holds its size in bytes (a 10 GiB extent wrapped in uint32)
+    return df.astype({"type": "uint32", "name": "string", "offset": "uint64", "length": "uint64",
                       "decoded": "string"})
 
 

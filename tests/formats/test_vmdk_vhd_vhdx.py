@@ -210,6 +210,21 @@ def test_frames_and_references(imgdir):
         assert img.header["block_size"] == img.cluster_size == 8 * MiB
 
 
+def test_extent_rows_hold_lengths_past_4_gib(tmp_path):
+    """A 10 GiB extent's length in img.extensions (uint32 wrapped it to 2 GiB); a hostile one that does not
+    fit 64 bits is an error naming the extent, not an OverflowError from pandas."""
+    require_qemu()
+    path = tmp_path / "big.vmdk"
+    qemu.qemu_img("create", "-q", "-f", "vmdk", str(path), "10G")
+    with imgscope.open(path) as img:
+        ext = img.extensions
+        assert ext.length.dtype == np.uint64 and int(ext.length[0]) == 10 * GiB == img.virtual_size
+        img.extension_rows = lambda: [{"type": 0, "name": "SESPARSE", "offset": 0, "length": 1 << 65,
+                                       "decoded": None, "raw": None}]
+        with pytest.raises(FormatError, match="vmdk SESPARSE.*does not fit in 64 bits"):
+            img.extensions
+
+
 def test_crc32c_known_value():
     assert crc32c(b"123456789") == 0xE3069283
     assert crc32c(b"56789", crc32c(b"1234")) == 0xE3069283

@@ -59,3 +59,40 @@ def test_seeds_pass_cleanly(layouts):
             res = exercise.exercise(path, fmt)
             errors = {k: v for k, v in res.items() if v not in ("ok", "unsupported")}
             assert not errors, f"{path.name}: {errors}"
+
+
+@pytest.fixture(scope="module")
+def foreign(tmp_path_factory):
+    """fuzz/seeds.py's multi-file images of other products (COWD, seSparse): (directory, opened, mutated)."""
+    from fuzz.seeds import FOREIGN, make_foreign_seeds
+    return make_foreign_seeds(tmp_path_factory.mktemp("foreign"), sorted(FOREIGN))
+
+
+def test_foreign_seeds_pass_cleanly(foreign):
+    """The COWD and seSparse seeds open through their descriptors and every call succeeds."""
+    assert sum(len(v) for v in foreign.values()) >= 2
+    for fmt, items in foreign.items():
+        for d, top, mutated in items:
+            lay = mutators.describe(d / mutated, fmt, opened=d / top)
+            assert lay.fields and lay.boundaries, f"{mutated}: no fields located"
+            res = exercise.exercise(d / top, fmt)
+            errors = {k: v for k, v in res.items() if v not in ("ok", "unsupported")}
+            assert not errors, f"{top}: {errors}"
+
+
+@settings(max_examples=60, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data())
+def test_mutated_foreign_extents_fail_cleanly(foreign, tmp_path_factory, data):
+    """A mutated COWD or seSparse extent, opened through its unchanged descriptor (and parent)."""
+    import shutil
+    items = [(fmt, *it) for fmt, v in sorted(foreign.items()) for it in v]
+    fmt, d, top, mutated = items[data.draw(st.integers(0, len(items) - 1), label="seed index")]
+    note(f"seed {mutated}")
+    lay = mutators.describe(d / mutated, fmt, opened=d / top)
+    ops = data.draw(st.lists(op_strategy, min_size=1, max_size=4), label="ops")
+    work = shutil.copytree(d, tmp_path_factory.mktemp("m") / "img")
+    mutators.write_sparse(work / mutated, mutators.apply((d / mutated).read_bytes(), lay, ops))
+    result = exercise.exercise(work / top, fmt)
+    assert result["open"] == "ok" or result["open"].split(":")[0] in ("FormatError", "LimitError",
+                                                                       "UnsupportedFormat", "ImgscopeError")

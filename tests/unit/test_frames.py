@@ -21,7 +21,7 @@ pytest.importorskip("pyarrow")
 DTYPES: dict[str, dict[str, str]] = {
     "features": {"name": "string", "kind": "category", "bit": "uint8", "set": "bool", "known": "bool",
                  "table_name": "string"},
-    "extensions": {"type": "uint32", "name": "string", "offset": "uint64", "length": "uint32",
+    "extensions": {"type": "uint32", "name": "string", "offset": "uint64", "length": "uint64",
                    "decoded": "string", "raw": "object"},
     "snapshots": {"index": "int64", "id": "string", "name": "string", "date": "datetime64[ns, UTC]",
                   "date_sec": "uint32", "date_nsec": "uint32", "vm_clock_nsec": "uint64", "vm_state_size": "uint64",
