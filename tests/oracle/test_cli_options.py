@@ -77,3 +77,31 @@ def test_json_text_is_byte_identical(make_image, capsys, kind):
         # with a secret qemu-img needs --image-opts for the key, and then names the image by its options
         diff = json_text_diff((theirs.stdout, theirs.returncode), (out, rc), str(path) if secret else None)
         assert diff is None, f"{name}: {diff}"
+
+
+@pytest.mark.parametrize("kind", ["vhd", "qcow1"])
+def test_check_json_without_a_check_says_why(make_image, capsys, kind):
+    """qemu-img check --output=json prints no JSON for a format without a check (exit 63) but says so on
+    stderr; imgscope printed nothing at all."""
+    path = make_image(kind).absolute()
+    fmt = images.FORMATS[kind]
+    theirs = qemu.text("check", path, fmt, "--output=json")
+    out, err, rc = ours(capsys, "check", "-f", fmt, "--output", "json", str(path))
+    assert (rc, out) == (theirs.returncode, theirs.stdout) == (63, "")
+    assert err.replace("imgscope: ", "qemu-img: ") == theirs.stderr
+
+
+def test_check_json_of_an_image_qemu_refuses_says_why(make_image, capsys, tmp_path):
+    """A dynamic VHD whose footer checksum is wrong: qemu refuses to open it (exit 1, the reason on
+    stderr, no JSON), and so does imgscope's JSON check (it printed nothing)."""
+    from imgscope.formats.vpc import layout as PL
+    path = shutil.copy(make_image("vhd"), tmp_path / "t.vhd")
+    raw = bytearray(path.read_bytes())
+    for footer in (0, len(raw) - PL.FOOTER_SIZE):  # the copy at 0 and the trailing footer
+        at = footer + PL.FOOTER_CHECKSUM_AT
+        raw[at:at + 4] = (int.from_bytes(raw[at:at + 4], "big") ^ 1).to_bytes(4, "big")
+    path.write_bytes(bytes(raw))
+    theirs = qemu.text("check", path, "vpc", "--output=json")
+    out, err, rc = ours(capsys, "check", "-f", "vpc", "--output", "json", str(path))
+    assert (rc, out) == (theirs.returncode, theirs.stdout)
+    assert rc == 1 and err.replace("imgscope: ", "qemu-img: ") == theirs.stderr != ""
