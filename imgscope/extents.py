@@ -106,6 +106,8 @@ def resolve(chain: list[Extents]) -> tuple[np.ndarray, ...]:
     offset = np.zeros(n, np.uint64)
     todo = np.ones(n, bool)
     for d, layer in enumerate(chain):
+        if not len(layer.start):  # an empty layer (a 0-byte backing file): the one above reads zeros
+            continue
         inside = todo & (cuts < layer.size)
         idx = np.searchsorted(layer.start, cuts, side="right") - 1
         idx = np.clip(idx, 0, len(layer.start) - 1)

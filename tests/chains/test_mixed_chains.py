@@ -276,3 +276,24 @@ def test_fvd_on_qcow2_on_raw(chains, tmp_path) -> None:
     assert depth[0] == 0 and depth[block] == 2 and depth[9 << 20] == 0 and depth[12 << 20] == 0
     # the qcow2's own write at 512k..640k shows at depth 1
     assert any(e["depth"] == 1 and e["start"] <= 512 << 10 < e["start"] + e["length"] for e in m)
+
+
+@pytest.mark.parametrize("base_fmt", ["raw", "qcow2"])
+def test_empty_backing_file(tmp_path, base_fmt) -> None:
+    """An overlay on a backing file of size 0 (an empty raw file, a 0-byte-disk qcow2): the layer below has
+    no extents at all, which map resolved with an IndexError.  Every command equals qemu-img's."""
+    require_qemu()
+    base = tmp_path / f"base.{base_fmt}"
+    if base_fmt == "raw":
+        base.write_bytes(b"")
+    else:
+        qemu.qemu_img("create", "-q", "-f", "qcow2", str(base), "0")
+    top = tmp_path / "top.qcow2"
+    qemu.qemu_img("create", "-q", "-f", "qcow2", "-b", base.name, "-F", base_fmt, str(top), "4M")
+    qemu.qemu_io("qcow2", top, "write -P 7 512k 64k")
+    for cmd in (["map", "--output=json"], ["map"], ["info", "--backing-chain", "--output=json"],
+                ["info", "--backing-chain"], ["check", "--output=json"]):
+        ours = subprocess.run([sys.executable, "-m", "imgscope.cli", *cmd, str(top)], capture_output=True,
+                              text=True, cwd=tmp_path)
+        theirs = qemu.text(cmd[0], top, None, *cmd[1:])
+        assert (ours.returncode, ours.stdout) == (theirs.returncode, theirs.stdout), cmd
