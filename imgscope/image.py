@@ -145,6 +145,10 @@ class Image:
             raise KeyError(f"{self.format} images have no layer {layer!r}, only 'active'")
         return self.extents()
 
+    def qemu_open_error(self) -> str | None:
+        """Why qemu would refuse to open this image, in qemu's words (imgscope reads it anyway), or None."""
+        return None
+
     def info_dict(self) -> dict[str, Any]:
         """The object ``qemu-img info --output=json`` prints (plus imgscope keys)."""
         out: dict[str, Any] = {
@@ -154,6 +158,9 @@ class Image:
             "actual-size": self.src.allocated,
             "dirty-flag": self.dirty,
         }
+        refused = self.qemu_open_error()
+        if refused:  # imgscope reads what qemu will not open: say so (qemu-img info fails here)
+            out["imgscope-qemu-refuses"] = refused
         if self.cluster_size:
             out["cluster-size"] = self.cluster_size
         b = self.backing()

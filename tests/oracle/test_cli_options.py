@@ -4,6 +4,7 @@ Each is compared with qemu-img on oracle images (JSON and human output, exit cod
 """
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -105,3 +106,8 @@ def test_check_json_of_an_image_qemu_refuses_says_why(make_image, capsys, tmp_pa
     out, err, rc = ours(capsys, "check", "-f", "vpc", "--output", "json", str(path))
     assert (rc, out) == (theirs.returncode, theirs.stdout)
     assert rc == 1 and err.replace("imgscope: ", "qemu-img: ") == theirs.stderr != ""
+    # info still shows the image, with qemu's reason for refusing it (qemu-img info fails)
+    refused = qemu.text("info", path, "vpc", "--output=json")
+    out, err, rc = ours(capsys, "info", "-f", "vpc", "--output", "json", str(path))
+    assert refused.returncode == 1 and rc == 0
+    assert refused.stderr.strip().endswith(": " + json.loads(out)["imgscope-qemu-refuses"])

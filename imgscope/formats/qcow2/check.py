@@ -205,7 +205,7 @@ def _state_findings(img: Any, res: CheckResult) -> None:
     unknown = m.incompatible & ~L.INCOMPAT_KNOWN
     if unknown:
         res.add("Q2-HDR-003", structure="header.incompatible_features", found=hex(unknown))
-        res.error = f"Could not open '{img.path}': {_unsupported_features(m, unknown)}"
+        res.error = f"Could not open '{img.path}': {img.qemu_open_error()}"
     if m.bitmaps_ext is not None and not (m.autoclear & L.AUTOCLEAR_BITMAPS):
         res.add("Q2-HDR-004", structure="header.autoclear_features")
     for b in m.bitmaps:
@@ -219,18 +219,6 @@ def _state_findings(img: Any, res: CheckResult) -> None:
             if s.extra_data_size < 16:
                 res.add("Q2-SNP-003", structure=f"{s.id} ({s.name})", found=s.extra_data_size,
                         host_offset=s.entry_offset, index=i)
-
-
-def _unsupported_features(m: Any, mask: int) -> str:
-    """qemu's refusal of unknown incompatible bits: names from the image's feature table, then the rest."""
-    names = []
-    for kind, bit, name in m.feature_table:
-        if kind == "incompatible" and mask & (1 << bit):
-            names.append(name[:46])
-            mask &= ~(1 << bit)
-    if mask:
-        names.append(f"Unknown incompatible feature: {mask:x}")
-    return "Unsupported qcow2 feature(s): " + ", ".join(names)
 
 
 #: the order one pass over every table emits the L2 pass's findings in (chunks are merged into it)

@@ -10,6 +10,18 @@ from . import layout as L
 from .metadata import Qcow2Metadata, read_metadata
 
 
+def unsupported_features(m: Any, mask: int) -> str:
+    """qemu's refusal of unknown incompatible bits: names from the image's feature table, then the rest."""
+    names = []
+    for kind, bit, name in m.feature_table:
+        if kind == "incompatible" and mask & (1 << bit):
+            names.append(name[:46])
+            mask &= ~(1 << bit)
+    if mask:
+        names.append(f"Unknown incompatible feature: {mask:x}")
+    return "Unsupported qcow2 feature(s): " + ", ".join(names)
+
+
 class Qcow2Image(Image):
     format = "qcow2"
 
@@ -89,6 +101,10 @@ class Qcow2Image(Image):
         return rows
 
     # ---------------------------------------------------------------- qemu-compatible info
+    def qemu_open_error(self) -> str | None:
+        unknown = self.meta.incompatible & ~L.INCOMPAT_KNOWN
+        return unsupported_features(self.meta, unknown) if unknown else None
+
     def info_dict(self) -> dict[str, Any]:
         m = self.meta
         out = super().info_dict()

@@ -90,6 +90,9 @@ class VdiImage(Image):
         return read_bmap(self)
 
     # ---------------------------------------------------------------- records
+    def qemu_open_error(self) -> str | None:
+        return f"unsupported VDI image ({self.qemu_refuses[0]})" if self.qemu_refuses else None
+
     def header_fields(self) -> dict[str, Any]:
         h = self.h
         out: dict[str, Any] = {k: v for k, v in h.items() if not k.startswith("_") and k not in ("reserved", "text",

@@ -38,8 +38,8 @@ def check_image(img: Any) -> CheckResult:
                 host_offset=m.header.log_offset)
     _bat(img, res)
     _shared(img, res)
-    if m.qemu_open_error:
-        res.error = f"Could not open '{img.path}': {m.qemu_open_error[0]}"
+    if img.qemu_open_error():
+        res.error = f"Could not open '{img.path}': {img.qemu_open_error()}"
     return res
 
 

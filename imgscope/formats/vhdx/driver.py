@@ -77,6 +77,9 @@ class VhdxImage(Image):
                 return (name[2:] if name.startswith("./") else name), "vhdx"
         return None
 
+    def qemu_open_error(self) -> str | None:
+        return self.meta.qemu_open_error[0] if self.meta.qemu_open_error else None
+
     def info_dict(self) -> dict[str, Any]:
         out = super().info_dict()
         out["dirty-flag"] = False  # qemu's value for every VHDX it opens

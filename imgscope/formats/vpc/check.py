@@ -36,7 +36,7 @@ def _footers(img: Any, res: CheckResult) -> None:
     if want != m.footer.checksum:
         res.add("VHD-FTR-001", host_offset=m.footer_offset, structure="footer", found=f"{m.footer.checksum:#010x}",
                 expected=f"{want:#010x}")
-        res.error = f"Could not open '{img.path}': Incorrect header checksum"  # qemu's vpc_open refuses it
+        res.error = f"Could not open '{img.path}': {img.qemu_open_error()}"
     if not m.dynamic:
         return
     at = img.src.size - L.FOOTER_SIZE

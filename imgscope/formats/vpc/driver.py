@@ -120,6 +120,11 @@ class VpcImage(Image):
     def differencing(self) -> bool:
         return self.meta.dynamic and self.meta.disk_type == L.DIFFERENCING
 
+    def qemu_open_error(self) -> str | None:
+        m = self.meta  # qemu's vpc_open checks the footer in use and nothing else before reading it
+        return "Incorrect header checksum" if L.checksum(m.footer_raw, L.FOOTER_CHECKSUM_AT) != m.footer.checksum \
+            else None
+
     def header_fields(self) -> dict[str, Any]:
         m = self.meta
         out = {f"footer_{k}": v for k, v in m.footer.items() if not k.startswith("_") and k != "reserved"}
