@@ -40,10 +40,11 @@ def run(args: argparse.Namespace) -> int:
         with imgscope.open(args.image, args.format) as img:
             res = img.check()
     if args.output == "json":
-        # qemu prints no JSON when the check fails (rc 1) or the format has none (rc 63), but says why
+        # qemu prints no JSON when it cannot open the image (rc 1) or the format has no check (rc 63),
+        # and on stderr, as after a check that failed (check-errors), why
         if res.supported and not res.error:
             print_json(res.qemu_json(), qemu_order=True)
-        elif res.error_message():
+        if res.error_message():
             print(f"imgscope: {res.error_message()}", file=sys.stderr)
     else:
         print_human(res, args.repair, args.qemu_messages, args.quiet)

@@ -111,3 +111,19 @@ def test_check_json_of_an_image_qemu_refuses_says_why(make_image, capsys, tmp_pa
     out, err, rc = ours(capsys, "info", "-f", "vpc", "--output", "json", str(path))
     assert refused.returncode == 1 and rc == 0
     assert refused.stderr.strip().endswith(": " + json.loads(out)["imgscope-qemu-refuses"])
+
+
+def test_check_json_that_failed_says_so(make_image, capsys, tmp_path):
+    """An unaligned refcount block: qemu-img check prints its JSON (check-errors) and, on stderr,
+    "Check failed" (exit 1); imgscope's JSON check printed nothing on stderr."""
+    from imgscope.formats.qcow2 import layout as L
+    path = shutil.copy(make_image("v3"), tmp_path / "t.qcow2")
+    raw = bytearray(path.read_bytes())
+    rt = L.Header.parse(bytes(raw[:4096])).refcount_table_offset
+    raw[rt:rt + 8] = (int.from_bytes(raw[rt:rt + 8], "big") + 512).to_bytes(8, "big")
+    path.write_bytes(bytes(raw))
+    theirs = qemu.text("check", path, "qcow2", "--output=json")
+    out, err, rc = ours(capsys, "check", "-f", "qcow2", "--output", "json", str(path))
+    assert (rc, out) == (theirs.returncode, theirs.stdout) and rc == 1 and json.loads(out)["check-errors"] > 0
+    assert err.splitlines()[-1].replace("imgscope: ", "qemu-img: ") == theirs.stderr.splitlines()[-1] \
+        == "qemu-img: Check failed"
