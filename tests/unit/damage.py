@@ -223,10 +223,10 @@ def _l1_size_absurd(img: Qcow2Copy) -> Expect:
     return "qcow2 header.l1_size", 36
 
 
-def _l1_past_eof(img: Qcow2Copy) -> Expect:
-    off = img.past_eof()
-    img.set_header(l1_table_offset=off)
-    return "qcow2 L1 table", off
+def _l1_past_eof(img: Qcow2Copy) -> str:
+    """Tables past EOF read as zeros, as qemu reads them: the check counts the clusters past EOF."""
+    img.set_header(l1_table_offset=img.past_eof())
+    return "Q2-REF-001"
 
 
 def _header_length_over_cluster(img: Qcow2Copy) -> Expect:
@@ -267,16 +267,14 @@ def _cluster_bits(bits: int) -> Callable[[Qcow2Copy], Expect]:
     return damage
 
 
-def _snapshots_past_eof(img: Qcow2Copy) -> Expect:
-    off = img.past_eof()
-    img.set_header(snapshots_offset=off)
-    return "qcow2 snapshot table", off
+def _snapshots_past_eof(img: Qcow2Copy) -> str:
+    img.set_header(snapshots_offset=img.past_eof())
+    return "Q2-REF-001"
 
 
-def _reftable_past_eof(img: Qcow2Copy) -> Expect:
-    off = img.past_eof()
-    img.set_header(refcount_table_offset=off)
-    return "qcow2 refcount table", off
+def _reftable_past_eof(img: Qcow2Copy) -> str:
+    img.set_header(refcount_table_offset=img.past_eof())
+    return "Q2-REF-001"
 
 
 def _reftable_clusters_zero(img: Qcow2Copy) -> Expect:
@@ -307,7 +305,6 @@ def _one_byte(img: Qcow2Copy) -> Expect:
 HEADER_DAMAGES: dict[str, Callable[[Qcow2Copy], Expect]] = {
     "truncated_header": _truncated_header,
     "l1_size_2^31-1": _l1_size_absurd,
-    "l1_past_eof": _l1_past_eof,
     "header_length_over_cluster": _header_length_over_cluster,
     "header_length_not_8_aligned": _header_length_unaligned,
     "header_length_under_104": _header_length_short,
@@ -316,8 +313,6 @@ HEADER_DAMAGES: dict[str, Callable[[Qcow2Copy], Expect]] = {
     "refcount_order_7": _refcount_order_7,
     "cluster_bits_8": _cluster_bits(8),
     "cluster_bits_22": _cluster_bits(22),
-    "snapshots_offset_past_eof": _snapshots_past_eof,
-    "reftable_past_eof": _reftable_past_eof,
     "reftable_clusters_0": _reftable_clusters_zero,
     "snapshot_extra_data_5000": _snapshot_extra_huge,
     "version_4": _version_4,
@@ -367,6 +362,9 @@ TABLE_DAMAGES: dict[str, Callable[[Qcow2Copy], str]] = {
     "l2_offset_unaligned": _l2_unaligned,
     "l2_entry_reserved_bits": _l2_reserved_bits,
     "refblock_unaligned": _refblock_unaligned,
+    "l1_past_eof": _l1_past_eof,
+    "snapshots_offset_past_eof": _snapshots_past_eof,
+    "reftable_past_eof": _reftable_past_eof,
 }
 
 

@@ -164,11 +164,14 @@ def read_header(src: Source) -> tuple[cs.Container, bytes]:
     enforce("max_snapshots", hdr.nb_snapshots, "qcow2 header.nb_snapshots", 60)
     if hdr.nb_snapshots:
         _aligned(hdr.snapshots_offset, csz, "qcow2 header.snapshots_offset", 64)
-    for name, off, size, where in (("L1 table", hdr.l1_table_offset, hdr.l1_size * 8, 40),
-                                   ("refcount table", hdr.refcount_table_offset,
-                                    hdr.refcount_table_clusters * csz, 48)):
-        if off + size > src.size and size:
-            raise FormatError(f"qcow2 {name}", off, f"{size} bytes run past end of file ({src.size} bytes)")
+    # an L1 or refcount table past EOF reads as zeros, as qemu reads it (qemu-img info and check open the
+    # image; check reports the table's clusters past EOF); their sizes are bounded by the limits above.
+    # qemu's validate_table_offset refuses only a table whose end passes 2^63
+    for name, off, size in (("L1 table", hdr.l1_table_offset, hdr.l1_size * 8),
+                            ("refcount table", hdr.refcount_table_offset, hdr.refcount_table_clusters * csz),
+                            ("snapshot table", hdr.snapshots_offset, hdr.nb_snapshots * 40)):
+        if off + size > (1 << 63) - 1:
+            raise FormatError(f"qcow2 {name}", off, f"{size} bytes at this offset end past 2^63")
     if hdr.backing_file_offset:
         if hdr.backing_file_offset > csz:
             raise FormatError("qcow2 header.backing_file_offset", 8, "backing file name lies outside cluster 0")
@@ -187,7 +190,7 @@ def read_extensions(src: Source, hdr: cs.Container) -> list[Extension]:
     csz = 1 << hdr.cluster_bits
     offset = L.V2_HEADER_LENGTH if hdr.version < 3 else hdr.header_length
     end = hdr.backing_file_offset if hdr.backing_file_offset else csz
-    area = src.read(0, min(end, src.size), "qcow2 header extensions", zero_fill=True)
+    area = src.read(0, end, "qcow2 header extensions", zero_fill=True)  # zeros past EOF, as qemu reads
     out: list[Extension] = []
     seen: set[int] = set()
     while offset < end:
@@ -240,9 +243,8 @@ def read_snapshots(src: Source, hdr: cs.Container) -> tuple[list[Snapshot], int]
         return [], 0
     base = hdr.snapshots_offset
     limit = LIMITS["max_snapshot_table_bytes"]
-    if base >= src.size:
-        raise FormatError("qcow2 snapshot table", base, "starts past end of file")
-    # read lazily in growing chunks so a claimed huge count cannot allocate much
+    # read lazily in growing chunks so a claimed huge count cannot allocate much; bytes past EOF read as
+    # zeros, as qemu reads them (entries with empty ids and names; the check reports the table past EOF)
     buf = bytearray()
     out: list[Snapshot] = []
     pos = 0
@@ -253,11 +255,8 @@ def read_snapshots(src: Source, hdr: cs.Container) -> tuple[list[Snapshot], int]
             enforce("max_snapshot_table_bytes", pos + k, "qcow2 snapshot table", base)
         if pos + k > len(buf):
             want = max(pos + k, min(2 * len(buf) + 4096, limit))
-            if base + pos + k > src.size:
-                raise FormatError(f"qcow2 snapshot table entry {len(out)} ({what})", base + pos,
-                                  f"runs past end of file ({src.size} bytes)")
-            buf = bytearray(src.read(base, min(want, src.size - base), "qcow2 snapshot table"))
-            buf += bytes(-len(buf) % 8)
+            buf = bytearray(src.read(base, want + -want % 8, f"qcow2 snapshot table entry {len(out)} ({what})",
+                                     zero_fill=True))
 
     for i in range(n):
         need(40, "fixed part")
@@ -275,8 +274,10 @@ def read_snapshots(src: Source, hdr: cs.Container) -> tuple[list[Snapshot], int]
         if len(extra_raw) > 24:
             extra["unknown"] = extra_raw[24:]
         p = pos + 40 + f.extra_data_size
-        sid = bytes(buf[p:p + f.id_str_size]).decode("utf-8", "replace")
-        name = bytes(buf[p + f.id_str_size:p + f.id_str_size + f.name_size]).decode("utf-8", "replace")
+        # C strings to qemu: a NUL ends the id and the name
+        sid = bytes(buf[p:p + f.id_str_size]).split(b"\0", 1)[0].decode("utf-8", "replace")
+        name = bytes(buf[p + f.id_str_size:p + f.id_str_size + f.name_size]).split(b"\0", 1)[0].decode(
+            "utf-8", "replace")
         vmss = extra.get("vm_state_size_large", f.vm_state_size)
         out.append(Snapshot(
             index=i, id=sid, name=name, l1_table_offset=f.l1_table_offset, l1_size=f.l1_size,
