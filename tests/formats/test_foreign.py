@@ -69,3 +69,21 @@ def test_vhdx_dirty_log_reads_as_replayed(tmp_path):
             n = min(cs, img.virtual_size - i * cs)
             got = img.reader.read(int(gm.host[i]), n, "payload") if kind == model.DATA else bytes(n)
             assert got == want[i * cs:i * cs + n], f"block {i}"
+
+
+@pytest.mark.parametrize("descriptor_offset", [0, 10**9, 7])
+def test_sparse_vmdk_descriptor_is_read_at_sector_1(tmp_path, descriptor_offset):
+    """qemu reads a monolithicSparse file's descriptor at sector 1 whatever its header's descriptor_offset
+    says (none, past EOF, inside the grain tables): imgscope refused these images, qemu-img opens them."""
+    require_qemu()
+    from imgscope.formats.vmdk import layout as ML
+    target = "m.vmdk"
+    RH.run_qemu("qemu-img", "create", "-q", "-f", "vmdk", target, "16M", cwd=tmp_path)
+    RH.run_qemu("qemu-io", "-f", "vmdk", "-c", "write -P 5 64k 64k", target, cwd=tmp_path)
+    path = tmp_path / target
+    raw = bytearray(path.read_bytes())
+    h = ML.SparseHeader.parse(bytes(raw[:ML.HEADER_SIZE]))
+    h.descriptor_offset = descriptor_offset
+    raw[:ML.HEADER_SIZE] = ML.SparseHeader.build(h)
+    path.write_bytes(bytes(raw))
+    assert not RH.compare(tmp_path, "vmdk", target, inprocess=True, repair=False)

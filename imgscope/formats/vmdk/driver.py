@@ -40,12 +40,10 @@ class VmdkImage(Image):
                                                 "vmdk descriptor", zero_fill=True), wrapped)
         elif head in (L.MAGIC, L.COWD_MAGIC):
             ext = open_sparse(self.src, self.path, "", owns_src=False)
-            h = ext.header
-            if not h.descriptor_offset:
-                raise FormatError("vmdk descriptor", 0, "sparse extent has no embedded descriptor")
-            at = h.descriptor_offset * L.SECTOR
-            size = max(0, min(h.descriptor_size * L.SECTOR, LIMITS["max_descriptor_bytes"], self.src.size - at))
-            self.desc = D.parse(self.src.read(at, size, "vmdk descriptor"), at)
+            # qemu's vmdk_open reads the descriptor of a sparse file at sector 1 (zeros past EOF), not where
+            # the header's descriptor_offset points; a header pointing elsewhere or nowhere changes nothing
+            self.desc = D.parse(self.src.read(L.SECTOR, L.SPARSE_DESC_SECTORS * L.SECTOR, "vmdk descriptor",
+                                              zero_fill=True), L.SECTOR)
             self.create_type = "streamOptimized" if ext.compressed else "monolithicSparse"
             self.extents_list.append(ext)
         else:

@@ -12,6 +12,9 @@ MAGIC = b"KDMV"
 COWD_MAGIC = b"COWD"
 SESPARSE_MAGIC = 0xCAFEBABE
 SECTOR = 512
+#: qemu reads a sparse file's descriptor (CID, parentCID, parentFileNameHint) as this many sectors
+#: at sector 1, whatever the header's descriptor_offset says
+SPARSE_DESC_SECTORS = 20
 HEADER_SIZE = 512
 GD_AT_END = 0xFFFFFFFFFFFFFFFF
 GTE_ZEROED = 1
