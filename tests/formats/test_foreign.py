@@ -87,3 +87,19 @@ def test_sparse_vmdk_descriptor_is_read_at_sector_1(tmp_path, descriptor_offset)
     raw[:ML.HEADER_SIZE] = ML.SparseHeader.build(h)
     path.write_bytes(bytes(raw))
     assert not RH.compare(tmp_path, "vmdk", target, inprocess=True, repair=False)
+
+
+@pytest.mark.parametrize("subformat,cut", [("fixed", 1), ("fixed", 400), ("dynamic", 300)])
+def test_vhd_cut_inside_its_last_sector(tmp_path, subformat, cut):
+    """A VHD file cut short inside its footer's zero padding (a copy that lost its last bytes): qemu's
+    file length is whole sectors and reads past EOF as zeros, so it still finds a fixed disk's footer;
+    imgscope looked 512 bytes before the end of the file and refused the image."""
+    require_qemu()
+    target = "p.vhd"
+    RH.run_qemu("qemu-img", "create", "-q", "-f", "vpc", "-o", f"subformat={subformat}", target, "4M", cwd=tmp_path)
+    RH.run_qemu("qemu-io", "-f", "vpc", "-c", "write -P 9 1M 64k", target, cwd=tmp_path)
+    path = tmp_path / target
+    raw = path.read_bytes()
+    assert raw[-cut:] == bytes(cut)  # only the footer's reserved zeros are lost
+    path.write_bytes(raw[:-cut])
+    assert not RH.compare(tmp_path, "vpc", target, inprocess=True, repair=False)

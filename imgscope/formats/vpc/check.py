@@ -9,6 +9,7 @@ import numpy as np
 
 from ...check import CheckResult
 from . import layout as L
+from .driver import trailing_footer_offset
 
 _U = np.uint64
 
@@ -39,8 +40,8 @@ def _footers(img: Any, res: CheckResult) -> None:
         res.error = f"Could not open '{img.path}': {img.qemu_open_error()}"
     if not m.dynamic:
         return
-    at = img.src.size - L.FOOTER_SIZE
-    tail = img.src.read(at, L.FOOTER_SIZE, "vhd trailing footer") if at >= L.FOOTER_SIZE else b""
+    at = trailing_footer_offset(img.src)
+    tail = img.src.read(at, L.FOOTER_SIZE, "vhd trailing footer", zero_fill=True) if at >= L.FOOTER_SIZE else b""
     if tail[:8] != L.COOKIE:
         res.add("VHD-FTR-003", host_offset=max(at, 0), found="no 'conectix' cookie")
         return
@@ -63,7 +64,7 @@ def _blocks(img: Any, res: CheckResult) -> None:
         return
     start = bat[alloc].astype(_U) * _U(L.SECTOR)
     end = start + _U(m.bitmap_size + m.block_size)
-    data_end = _U(max(img.src.size - L.FOOTER_SIZE, 0))
+    data_end = _U(max(trailing_footer_offset(img.src), 0))
     past = end > data_end
     if past.any():
         res.add("VHD-BAT-001", int(past.sum()), structure=[str(i) for i in alloc[past].tolist()],

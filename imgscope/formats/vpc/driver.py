@@ -50,6 +50,12 @@ class VhdMeta:
         return (len(self.bat_raw) + L.SECTOR - 1) // L.SECTOR * L.SECTOR
 
 
+def trailing_footer_offset(src: Source) -> int:
+    """Where qemu reads the footer at the end of the file: qemu's length of a file is whole sectors (a
+    partial last sector counts, reading as zeros past EOF), the footer is its last sector."""
+    return -(-src.size // L.SECTOR) * L.SECTOR - L.FOOTER_SIZE
+
+
 def read_metadata(src: Source) -> VhdMeta:
     """Parse footer, dynamic header and BAT, with the checks qemu's open performs."""
     if src.size < L.FOOTER_SIZE:
@@ -58,10 +64,10 @@ def read_metadata(src: Source) -> VhdMeta:
     if head[:8] == L.COOKIE:
         offset, raw, dynamic = 0, head, True
     else:
-        offset = src.size - L.FOOTER_SIZE
-        raw = src.read(offset, L.FOOTER_SIZE, "vhd footer")
+        offset = trailing_footer_offset(src)
+        raw = src.read(offset, L.FOOTER_SIZE, "vhd footer", zero_fill=True)
         if raw[:8] != L.COOKIE:
-            raise FormatError("vhd footer", offset, "no 'conectix' cookie at offset 0 or in the last 512 bytes")
+            raise FormatError("vhd footer", offset, "no 'conectix' cookie at offset 0 or in the last sector")
         dynamic = False
     footer = L.Footer.parse(raw)
     meta = VhdMeta(footer, offset, raw, dynamic, _virtual_size(footer, offset))

@@ -12,6 +12,7 @@ from ...model import GuestMap
 from ...refrows import RefRows, ranges
 from ..flat import concat_pieces, recurse_pieces
 from . import layout as L
+from .driver import trailing_footer_offset
 
 _U = np.uint64
 FIXED_UNIT = 2 << 20  # guest-map slot size of a fixed disk (the default block size)
@@ -101,5 +102,5 @@ def reference_rows(img: Any) -> RefRows:
     else:
         parts.append(ranges(0, m.virtual_size, "data", 0))
     if img.src.size >= L.FOOTER_SIZE:
-        parts.append(ranges(img.src.size - L.FOOTER_SIZE, L.FOOTER_SIZE, "header"))
+        parts.append(ranges(trailing_footer_offset(img.src), L.FOOTER_SIZE, "header"))
     return RefRows.join(parts)
