@@ -145,8 +145,9 @@ class Image:
             raise KeyError(f"{self.format} images have no layer {layer!r}, only 'active'")
         return self.extents()
 
-    def qemu_open_error(self) -> str | None:
-        """Why qemu would refuse to open this image, in qemu's words (imgscope reads it anyway), or None."""
+    def qemu_open_error(self, io: bool = True) -> str | None:
+        """Why qemu would refuse to open this image, in qemu's words (imgscope reads it anyway), or None.
+        ``io=False``: for qemu-img info, which opens some images it could not read (no data file)."""
         return None
 
     def info_dict(self) -> dict[str, Any]:
@@ -158,7 +159,7 @@ class Image:
             "actual-size": self.src.allocated,
             "dirty-flag": self.dirty,
         }
-        refused = self.qemu_open_error()
+        refused = self.qemu_open_error(io=False)
         if refused:  # imgscope reads what qemu will not open: say so (qemu-img info fails here)
             out["imgscope-qemu-refuses"] = refused
         if self.cluster_size:

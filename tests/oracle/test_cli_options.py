@@ -127,3 +127,29 @@ def test_check_json_that_failed_says_so(make_image, capsys, tmp_path):
     assert (rc, out) == (theirs.returncode, theirs.stdout) and rc == 1 and json.loads(out)["check-errors"] > 0
     assert err.splitlines()[-1].replace("imgscope: ", "qemu-img: ") == theirs.stderr.splitlines()[-1] \
         == "qemu-img: Check failed"
+
+
+@pytest.mark.parametrize("field,value,info_refused", [
+    ("compression_type", 254, True),                      # qemu: unknown compression type
+    ("incompatible_features", 1 << 3, True),              # compression bit with zlib
+    ("autoclear_features", 1 << 1, False),                # data-file-raw without a data file
+    ("incompatible_features", 1 << 2, False),             # an external data file nobody names
+])
+def test_check_refuses_what_qemu_will_not_open(make_image, capsys, tmp_path, field, value, info_refused):
+    """qcow2_do_open's refusals the header decides: check exits 1 with qemu's reason (it counted these
+    images); info shows the image, noting the reason where qemu-img info refuses it too."""
+    from imgscope.formats.qcow2 import layout as L
+    path = shutil.copy(make_image("v3"), tmp_path / "t.qcow2")
+    raw = bytearray(path.read_bytes())
+    h = L.Header.parse(bytes(raw[:4096]))
+    h[field] = value if field == "compression_type" else h[field] | value
+    head = L.Header.build(h)
+    raw[:len(head)] = head
+    path.write_bytes(bytes(raw))
+    theirs = qemu.text("check", path, "qcow2", "--output=json")
+    out, err, rc = ours(capsys, "check", "-f", "qcow2", "--output", "json", str(path))
+    assert (rc, out) == (theirs.returncode, theirs.stdout) and rc == 1
+    assert err.replace("imgscope: ", "qemu-img: ") == theirs.stderr
+    qinfo = qemu.text("info", path, "qcow2", "--output=json")
+    out, err, rc = ours(capsys, "info", "-f", "qcow2", "--output", "json", str(path))
+    assert rc == 0 and (qinfo.returncode == 1) == info_refused == ("imgscope-qemu-refuses" in json.loads(out))

@@ -41,7 +41,7 @@ def read_header(src: Source) -> tuple[Any, int, str | None]:
         if h.backing_file_size > L.MAX_BACKING_NAME:
             raise FormatError("qcow backing file name", h.backing_file_offset,
                               f"{h.backing_file_size} bytes is longer than qemu's {L.MAX_BACKING_NAME}")
-        raw = src.read(h.backing_file_offset, h.backing_file_size, "qcow backing file name")
+        raw = src.read(h.backing_file_offset, h.backing_file_size, "qcow backing file name", zero_fill=True)
         backing = raw.split(b"\0", 1)[0].decode("utf-8", "replace") or None
     return h, l1_size, backing
 

@@ -101,9 +101,22 @@ class Qcow2Image(Image):
         return rows
 
     # ---------------------------------------------------------------- qemu-compatible info
-    def qemu_open_error(self) -> str | None:
-        unknown = self.meta.incompatible & ~L.INCOMPAT_KNOWN
-        return unsupported_features(self.meta, unknown) if unknown else None
+    def qemu_open_error(self, io: bool = True) -> str | None:
+        """qcow2_do_open's refusals that the header decides, in its order."""
+        m = self.meta
+        unknown = m.incompatible & ~L.INCOMPAT_KNOWN
+        if unknown:
+            return unsupported_features(m, unknown)
+        ct = m.compression_type
+        if ct not in (L.COMPRESSION_ZLIB, L.COMPRESSION_ZSTD):
+            return f"qcow2: unknown compression type: {ct}"
+        if (ct != L.COMPRESSION_ZLIB) != bool(m.incompatible & L.INCOMPAT_COMPRESSION):
+            return "qcow2: Compression type incompatible feature bit must " + ("not be set" if ct == 0 else "be set")
+        if io and m.has_data_file and not m.data_file:  # qemu-img info opens without the data file
+            return "'data-file' is required for this image"
+        if io and not m.has_data_file and m.autoclear & L.AUTOCLEAR_DATA_FILE_RAW:
+            return "data-file-raw requires a data file"
+        return None
 
     def info_dict(self) -> dict[str, Any]:
         m = self.meta

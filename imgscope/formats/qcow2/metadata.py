@@ -317,8 +317,8 @@ def read_metadata(src: Source) -> Qcow2Metadata:
     by_type = {e.type: e for e in exts}
     backing = None
     if hdr.backing_file_offset and hdr.backing_file_size:
-        raw = src.read(hdr.backing_file_offset, hdr.backing_file_size, "qcow2 backing file name")
-        backing = raw.decode("utf-8", "replace")
+        raw = src.read(hdr.backing_file_offset, hdr.backing_file_size, "qcow2 backing file name", zero_fill=True)
+        backing = raw.split(b"\0", 1)[0].decode("utf-8", "replace") or None  # a C string to qemu
     bf = by_type.get(L.EXT_BACKING_FORMAT)
     df = by_type.get(L.EXT_DATA_FILE)
     ft = by_type.get(L.EXT_FEATURE_TABLE)

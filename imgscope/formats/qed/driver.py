@@ -125,7 +125,7 @@ class QedImage(TwoLevelImage):
         return feature_bit_rows({"incompatible": h.features, "compatible": h.compat_features,
                                  "autoclear": h.autoclear_features}, L.FEATURE_NAMES)
 
-    def qemu_open_error(self) -> str | None:
+    def qemu_open_error(self, io: bool = True) -> str | None:
         return self.meta.qemu_refuses[0] if self.meta.qemu_refuses else None
 
     def info_dict(self) -> dict[str, Any]:

@@ -90,7 +90,7 @@ class VdiImage(Image):
         return read_bmap(self)
 
     # ---------------------------------------------------------------- records
-    def qemu_open_error(self) -> str | None:
+    def qemu_open_error(self, io: bool = True) -> str | None:
         return f"unsupported VDI image ({self.qemu_refuses[0]})" if self.qemu_refuses else None
 
     def header_fields(self) -> dict[str, Any]:

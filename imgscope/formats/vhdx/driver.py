@@ -77,7 +77,7 @@ class VhdxImage(Image):
                 return (name[2:] if name.startswith("./") else name), "vhdx"
         return None
 
-    def qemu_open_error(self) -> str | None:
+    def qemu_open_error(self, io: bool = True) -> str | None:
         return self.meta.qemu_open_error[0] if self.meta.qemu_open_error else None
 
     def info_dict(self) -> dict[str, Any]:

@@ -126,7 +126,7 @@ class VpcImage(Image):
     def differencing(self) -> bool:
         return self.meta.dynamic and self.meta.disk_type == L.DIFFERENCING
 
-    def qemu_open_error(self) -> str | None:
+    def qemu_open_error(self, io: bool = True) -> str | None:
         m = self.meta  # qemu's vpc_open checks the footer in use and nothing else before reading it
         return "Incorrect header checksum" if L.checksum(m.footer_raw, L.FOOTER_CHECKSUM_AT) != m.footer.checksum \
             else None
