@@ -68,6 +68,12 @@ class Source:
             os.close(self.fd)
             self.fd = -1
 
+    @property
+    def qemu_size(self) -> int:
+        """The file's length as qemu sees it: whole 512-byte sectors (``bdrv_getlength`` counts a partial
+        last sector, which reads as zeros past EOF).  What "past the end of the file" means to qemu."""
+        return -(-self.size // 512) * 512
+
     def mapping(self) -> mmap.mmap | None:
         """The whole file mapped read-only (kept until :meth:`close`), or None when it cannot be:
         an empty file, a failed ``mmap``, or a subclass whose reads differ from the file's bytes.

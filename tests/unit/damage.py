@@ -357,6 +357,16 @@ def _refcounts_scrambled(img: Qcow2Copy) -> str:
     return "Q2-RC-002"
 
 
+def _snapshot_table_past_a_partial_sector(img: Qcow2Copy) -> str:
+    """7 bytes appended, the snapshot table moved one cluster past the old end: qemu's file length is
+    whole sectors, so the table exceeds the end by less than a cluster and is counted (imgscope
+    measured from the exact size and reported it past EOF)."""
+    end = -(-img.size // img.cluster_size) * img.cluster_size
+    img.truncate(end + 7)
+    img.set_header(snapshots_offset=end + img.cluster_size)
+    return "Q2-SNP-003"  # the entry read as zeros has no extra data
+
+
 TABLE_DAMAGES: dict[str, Callable[[Qcow2Copy], str]] = {
     "refcounts_scrambled": _refcounts_scrambled,
     "l2_offset_unaligned": _l2_unaligned,
@@ -365,6 +375,7 @@ TABLE_DAMAGES: dict[str, Callable[[Qcow2Copy], str]] = {
     "l1_past_eof": _l1_past_eof,
     "snapshots_offset_past_eof": _snapshots_past_eof,
     "reftable_past_eof": _reftable_past_eof,
+    "snapshot_table_past_a_partial_sector": _snapshot_table_past_a_partial_sector,
 }
 
 

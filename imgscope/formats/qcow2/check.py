@@ -90,7 +90,7 @@ def _check(img: Any, chunk: int | None) -> CheckResult | None:
     h = m.header
     res.total_clusters = -(-(h.size // 512 * 512) // cs)
     _state_findings(img, res)
-    imrt = _Imrt(img.src.size, cb, 1 << m.refcount_order, res)
+    imrt = _Imrt(img.src.qemu_size, cb, 1 << m.refcount_order, res)  # "past EOF" as qemu means it
     paths = l1_paths(img)
     slot_weight, _ = slot_weights(img, paths)
     w = SimpleNamespace(paths=paths)
@@ -341,7 +341,7 @@ def _scan_fused(img: Any, res: CheckResult, imrt: _Imrt, slot_weight: np.ndarray
             else:
                 buf, toff = _read_tables(t, offs, rbuf), np.arange(len(offs), dtype=_U) * _U(lb)
             stats, dirty = native.l2_scan(buf, toff, weight32[slots], active32[slots], t.l2e, t.cb,
-                                          m.extended_l2, m.has_data_file, src.size, imrt.counts, imrt.max,
+                                          m.extended_l2, m.has_data_file, imrt.file_size, imrt.counts, imrt.max,
                                           ondisk, bad)
             if stats[4]:
                 return None

@@ -51,9 +51,8 @@ class VhdMeta:
 
 
 def trailing_footer_offset(src: Source) -> int:
-    """Where qemu reads the footer at the end of the file: qemu's length of a file is whole sectors (a
-    partial last sector counts, reading as zeros past EOF), the footer is its last sector."""
-    return -(-src.size // L.SECTOR) * L.SECTOR - L.FOOTER_SIZE
+    """Where qemu reads the footer at the end of the file: the last sector of qemu's length."""
+    return src.qemu_size - L.FOOTER_SIZE
 
 
 def read_metadata(src: Source) -> VhdMeta:
