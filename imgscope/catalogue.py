@@ -274,6 +274,9 @@ QEMU_TEXT: dict[str, QemuText] = {
     "Q2-L1-002": QemuText("ERROR l2_offset={host_offset:x}: Table is not cluster aligned; L1 entry corrupted"),
     "Q2-L2-001": QemuText("ERROR found l2 entry with reserved bits set: {entry:x}"),
     "Q2-L2-002": QemuText("ERROR: coffset={host_offset:#x}: copied flag must never be set for compressed clusters"),
+    "Q2-L2-003": QemuText("ERROR compressed cluster {index} with data file, entry={entry:#x}"),
+    "Q2-L2-004": QemuText("ERROR compressed cluster {index} with non-zero subcluster allocation bitmap, "
+                          "entry={entry:#x}"),
     "Q2-L2-005": QemuText("ERROR offset={host_offset:x}: Allocated cluster has corrupted subcluster allocation "
                           "bitmap"),
     "Q2-L2-006": QemuText("ERROR offset={host_offset:x}: Preallocated cluster is not properly aligned; L2 entry "

@@ -51,6 +51,24 @@ def _qcow2_64k(d: Path) -> Path:
     return build_base(d, "base64k.qcow2", cluster_size=64 * KiB, bitmap=False)
 
 
+def _qcow2_xl2(d: Path) -> Path:
+    """Extended L2 entries (16 KiB clusters) with a compressed and a normal cluster."""
+    p = d / "xl2.qcow2"
+    qemu_img("create", "-q", "-f", "qcow2", "-o", "extended_l2=on,cluster_size=16384", p, "1M")
+    qemu_io("qcow2", p, "write -c -P 7 0 16k", "write -P 8 64k 16k")
+    return p
+
+
+def _compressed_with_bitmap(img: Qcow2Copy) -> None:
+    """Give the compressed entry of the first L2 table a subcluster bitmap (qemu then skips it)."""
+    l2 = img.l1()[0] & L.L1E_OFFSET_MASK
+    for i in range(img.cluster_size // 16):
+        if int.from_bytes(img.read(l2 + 16 * i, 8), "big") & L.OFLAG_COMPRESSED:
+            img.write(l2 + 16 * i + 8, (0xFFFF0000).to_bytes(8, "big"))
+            return
+    raise AssertionError("no compressed L2 entry in the base image")
+
+
 def _qcow2_rc1(d: Path) -> Path:
     p = d / "rc1.qcow2"
     qemu_img("create", "-q", "-f", "qcow2", "-o", "refcount_bits=1,cluster_size=4096", p, "1M")
@@ -72,6 +90,7 @@ BASES: dict[str, Callable[[Path], Path]] = {
     "qcow2": _qcow2,
     "qcow2-64k": _qcow2_64k,
     "qcow2-rc1": _qcow2_rc1,
+    "qcow2-xl2": _qcow2_xl2,
     "qed": _simple("qed", "b.qed", "cluster_size=4096", "4M", "write -P 1 0 4k"),
     "qcow": _simple("qcow", "b.qcow", "", "1M", "write -P 1 0 4k"),
     "vdi": _simple("vdi", "b.vdi", "", "2M", "write -P 1 0 4k"),
@@ -282,6 +301,7 @@ QCOW2: list[Defect] = [
            error="qcow2 header.backing_file_size"),
     Defect("hdr-extl2-with-4k-clusters", Q, Q, _q(lambda i: i.set_header(
         incompatible_features=i.header().incompatible_features | L.INCOMPAT_EXTL2)), error="qcow2 header.cluster_bits"),
+    Defect("l2-compressed-with-bitmap", Q, "qcow2-xl2", _q(_compressed_with_bitmap), finding="Q2-L2-004"),
     Defect("hdr-dirty-bit", Q, Q, _q(lambda i: i.set_header(
         incompatible_features=i.header().incompatible_features | L.INCOMPAT_DIRTY)), finding="Q2-HDR-001"),
     Defect("hdr-corrupt-bit", Q, Q, _q(lambda i: i.set_header(

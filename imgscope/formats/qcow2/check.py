@@ -296,7 +296,7 @@ def _scan_tables(img: Any, res: CheckResult, imrt: _Imrt, slot_weight: np.ndarra
             _chunk_entries(img, sink, imrt, slots, ent, slot_weight)
             act = active_n[slots]
             if act.any():
-                frag += _chunk_fragmentation(t, ent, act)
+                frag += _chunk_fragmentation(img, ent, act)
                 _chunk_copied(img, scan, slots, ent, act, ondisk, bad)
     finally:
         imrt.res = res
@@ -354,7 +354,7 @@ def _scan_fused(img: Any, res: CheckResult, imrt: _Imrt, slot_weight: np.ndarray
                 _chunk_entries(img, sink, imrt, ds, ent, slot_weight)
                 act = active_n[ds]
                 if act.any():
-                    frag += _chunk_fragmentation(t, ent, act)
+                    frag += _chunk_fragmentation(img, ent, act)
                     _chunk_copied(img, scan, ds, ent, act, ondisk, bad)
             c = np.flatnonzero(dirty == 2)  # counted by the kernel; only their COPIED mismatches are left
             # decoded CHUNK_ENTRIES at a time: small arrays whose memory is reused (26 B per entry, fresh
@@ -423,18 +423,22 @@ def _chunk_entries(img: Any, sink: _Sink, imrt: _Imrt, slots: np.ndarray, ent: A
             sink.add(pid, int(mask.sum()), structure="L2 table", count=wt[mask], _counted=int(wt[mask].sum()),
                      **{k: (v[mask] if isinstance(v, np.ndarray) else v) for k, v in cols.items()})
 
-    resv = ~comp & ((flags & native.F_RESERVED) != 0)
-    if resv.any():  # the raw entries too (the decoded ones drop the reserved bits): qemu prints them
+    def raw_at(mask: np.ndarray, keep: int = ~0) -> np.ndarray:
+        """The raw entries (bits ``keep``) of the masked entries, in place (the decoded ones drop bits)."""
         raw = np.zeros(len(host), _U)
-        raw[resv] = [int.from_bytes(img.src.read(o, 8, "qcow2 L2 entry", zero_fill=True), "big")
-                     for o in entry_off[resv].tolist()]
-        report("Q2-L2-001", resv, host_offset=entry_off, found=_hex_at(host, resv), entry=raw)
+        raw[mask] = [int.from_bytes(img.src.read(o, 8, "qcow2 L2 entry", zero_fill=True), "big") & keep
+                     for o in entry_off[mask].tolist()]
+        return raw
+
+    index = np.tile(np.arange(t.l2e, dtype=np.int64), len(slots))  # qemu prints the entry's index
+    resv = ~comp & ((flags & native.F_RESERVED) != 0)
+    if resv.any():
+        report("Q2-L2-001", resv, host_offset=entry_off, found=_hex_at(host, resv), entry=raw_at(resv))
     report("Q2-L2-002", comp & ((flags & native.F_COPIED) != 0), host_offset=host)
-    cdata = comp & bool(m.has_data_file)
-    report("Q2-L2-003", cdata, host_offset=host)
-    cbm = comp & ~cdata & ((alloc.astype(np.uint64) | (zero.astype(np.uint64) << _U(32))) != 0) if m.extended_l2 \
-        else np.zeros(len(comp), bool)
-    report("Q2-L2-004", cbm, host_offset=host)
+    cdata, cbm = _compressed_unused(m, ent)
+    for pid, mask in (("Q2-L2-003", cdata), ("Q2-L2-004", cbm)):
+        if mask.any():  # qemu has cleared the COPIED flag it reported above before printing the entry
+            report(pid, mask, host_offset=host, index=index, entry=raw_at(mask, ~(1 << 63) & ((1 << 64) - 1)))
     cref = comp & ~cdata & ~cbm
     if cref.any():
         imrt.inc(host[cref], length[cref], "compressed clusters", wt[cref])
@@ -456,14 +460,26 @@ def _hex_at(host: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def _chunk_fragmentation(t: Any, ent: Any, act: np.ndarray) -> np.ndarray:
+def _compressed_unused(m: Any, ent: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Compressed entries check_refcounts_l2 reports and then skips (no reference, no BlockFragInfo):
+    with an external data file, and (extended L2) with a subcluster bitmap."""
+    comp = ent.kind == native.COMPRESSED
+    cdata = comp & bool(m.has_data_file)
+    cbm = comp & ~cdata & ((ent.alloc.astype(np.uint64) | (ent.zero.astype(np.uint64) << _U(32))) != 0) \
+        if m.extended_l2 else np.zeros(len(comp), bool)
+    return cdata, cbm
+
+
+def _chunk_fragmentation(img: Any, ent: Any, act: np.ndarray) -> np.ndarray:
     """(compressed, allocated, fragmented) of BlockFragInfo for these tables, times their active L1 entries.
 
     Contiguity restarts with each L2 table, so every table is counted on its own.
     """
+    t = img.tables
     rows = np.flatnonzero(act)
     k2 = ent.kind.reshape(-1, t.l2e)[rows]
-    comp = (k2 == native.COMPRESSED).sum(axis=1)
+    skipped = np.logical_or(*_compressed_unused(img.meta, ent)).reshape(-1, t.l2e)[rows]
+    comp = ((k2 == native.COMPRESSED) & ~skipped).sum(axis=1)
     std = (k2 == native.NORMAL) | (k2 == native.ZERO_ALLOC)
     r, c = np.nonzero(std)
     h = ent.host.reshape(-1, t.l2e)[rows][r, c]
