@@ -88,7 +88,7 @@ def _check(img: Any, chunk: int | None) -> CheckResult | None:
     res = CheckResult(img.path, "qcow2")
     cs, cb = m.cluster_size, m.cluster_bits
     h = m.header
-    res.total_clusters = -(-(h.size // 512 * 512) // cs)
+    res.total_clusters = -(-m.virtual_size // cs)
     _state_findings(img, res)
     imrt = _Imrt(img.src.qemu_size, cb, 1 << m.refcount_order, res)  # "past EOF" as qemu means it
     paths = l1_paths(img)

@@ -32,7 +32,7 @@ class Qcow2Image(Image):
     # ---------------------------------------------------------------- basics
     @property
     def virtual_size(self) -> int:
-        return self.meta.header.size
+        return self.meta.virtual_size
 
     @property
     def cluster_size(self) -> int:

@@ -52,9 +52,9 @@ def entry_fixes(img: Any, edits: Any, plan: Plan, allow_data_loss: bool) -> None
 def _vsize(img: Any, layer: int) -> int:
     m = img.meta
     if layer == 0:
-        return m.header.size
+        return m.virtual_size
     sn = m.snapshots[layer - 1]
-    return sn.disk_size if sn.disk_size is not None else m.header.size
+    return sn.disk_size if sn.disk_size is not None else m.virtual_size
 
 
 def _l1_fixes(img: Any, edits: Any, plan: Plan, allow: bool, w: Any) -> None:

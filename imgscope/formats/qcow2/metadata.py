@@ -107,6 +107,11 @@ class Qcow2Metadata:
         return L.V2_HEADER_LENGTH if self.header.version < 3 else self.header.header_length
 
     @property
+    def virtual_size(self) -> int:
+        """qemu's size of the active layer: whole sectors (total_sectors drops a partial last one)."""
+        return self.header.size // 512 * 512
+
+    @property
     def compression_type(self) -> int:
         return self.header.compression_type or 0
 
@@ -141,8 +146,7 @@ def read_header(src: Source) -> tuple[cs.Container, bytes]:
     if version == 3:
         if hlen > csz:
             raise FormatError("qcow2 header.header_length", 100, f"{hlen} is larger than the cluster size {csz}")
-        if hlen % 8:
-            raise FormatError("qcow2 header.header_length", 100, f"{hlen} is not a multiple of 8")
+        # (the spec asks for a multiple of 8; qemu does not check it: the extensions start at hlen)
         if hdr.refcount_order > 6:
             raise FormatError("qcow2 header.refcount_order", 96, f"{hdr.refcount_order} is larger than 6")
         if (hdr.incompatible_features & L.INCOMPAT_EXTL2) and cb < 14:
@@ -198,11 +202,11 @@ def read_extensions(src: Source, hdr: cs.Container) -> list[Extension]:
             raise FormatError("qcow2 header extension", offset, "extension header runs past the extension area")
         eh = L.ExtensionHeader.parse(area[offset:offset + 8])
         etype, elen = eh.type, eh.length
-        if etype == L.EXT_END:
-            break
-        if elen > end - offset - 8:
+        if elen > end - offset - 8:  # checked before the end marker, as qemu checks it ("too large")
             raise FormatError(f"qcow2 header extension {etype:#010x}", offset,
                               f"length {elen} runs past the end of the extension area ({end:#x})")
+        if etype == L.EXT_END:
+            break
         if len(out) >= LIMITS["max_extensions"]:
             enforce("max_extensions", len(out) + 1, "qcow2 header extensions", offset)
         data = bytes(area[offset + 8:offset + 8 + elen])

@@ -63,10 +63,10 @@ class Qcow2Tables:
         m = self.meta
         if layer is None or layer == "active":
             h = m.header
-            return self.read_l1(h.l1_table_offset, h.l1_size, "qcow2 active L1 table"), h.size, "active"
+            return self.read_l1(h.l1_table_offset, h.l1_size, "qcow2 active L1 table"), m.virtual_size, "active"
         sn = m.snapshots[int(layer)]
         return (self.read_l1(sn.l1_table_offset, sn.l1_size, f"qcow2 snapshot {sn.id} L1 table"),
-                sn.disk_size if sn.disk_size is not None else m.header.size, f"snapshot:{sn.id}")
+                sn.disk_size if sn.disk_size is not None else m.virtual_size, f"snapshot:{sn.id}")
 
     # ------------------------------------------------------------------ L2 store
     def _empty_table(self) -> native.L2Entries:
