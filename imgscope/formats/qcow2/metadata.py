@@ -125,13 +125,13 @@ def _parse(struct: cs.Construct, data: bytes, structure: str, offset: int) -> An
 
 def read_header(src: Source) -> tuple[cs.Container, bytes]:
     """Read and validate the header the way qemu's open does (qcow2_do_open)."""
-    head = src.read(0, min(src.size, 4096), "qcow2 header", zero_fill=False) if src.size >= 72 else b""
-    if len(head) < L.V2_HEADER_LENGTH:
+    if src.size < L.V2_HEADER_LENGTH:
         raise FormatError("qcow2 header", 0, f"file is {src.size} bytes, shorter than the 72-byte header")
+    head = src.read(0, 4096, "qcow2 header", zero_fill=True)  # qemu reads past EOF as zeros
     version = int.from_bytes(head[4:8], "big")
     if version not in (2, 3):
         raise FormatError("qcow2 header.version", 4, f"unsupported qcow2 version {version}")
-    if version == 3 and len(head) < L.V3_MIN_HEADER_LENGTH:
+    if version == 3 and src.size < L.V3_MIN_HEADER_LENGTH:
         raise FormatError("qcow2 header", 0, "file ends inside the version 3 header")
     if version == 3:
         hl = int.from_bytes(head[100:104], "big")
@@ -151,7 +151,7 @@ def read_header(src: Source) -> tuple[cs.Container, bytes]:
             raise FormatError("qcow2 header.refcount_order", 96, f"{hdr.refcount_order} is larger than 6")
         if (hdr.incompatible_features & L.INCOMPAT_EXTL2) and cb < 14:
             raise FormatError("qcow2 header.cluster_bits", 20, "extended L2 entries need clusters of 16 KiB or more")
-    header_bytes = src.read(0, hlen, "qcow2 header")
+    header_bytes = src.read(0, hlen, "qcow2 header", zero_fill=True)
     if hdr.crypt_method > 2:
         raise FormatError("qcow2 header.crypt_method", 32, f"unknown encryption method {hdr.crypt_method}")
     if hdr.refcount_table_clusters == 0:
