@@ -27,6 +27,8 @@ def check_image(img: Any) -> CheckResult:
     chs = m.footer.cylinders * m.footer.heads * m.footer.sectors_per_track * L.SECTOR
     if m.footer.current_size != chs:
         res.add("VHD-SIZ-001", found=m.footer.current_size, expected=chs)
+    if img.qemu_open_error():  # qemu-img fails to open it (exit 1) before finding it has no check (63)
+        res.error = f"Could not open '{img.path}': {img.qemu_open_error()}"
     return res
 
 
@@ -37,7 +39,6 @@ def _footers(img: Any, res: CheckResult) -> None:
     if want != m.footer.checksum:
         res.add("VHD-FTR-001", host_offset=m.footer_offset, structure="footer", found=f"{m.footer.checksum:#010x}",
                 expected=f"{want:#010x}")
-        res.error = f"Could not open '{img.path}': {img.qemu_open_error()}"
     if not m.dynamic:
         return
     at = trailing_footer_offset(img.src)

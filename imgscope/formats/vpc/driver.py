@@ -102,6 +102,18 @@ def _read_dynamic(src: Source, meta: VhdMeta) -> None:
     meta.block_size, meta.bitmap_size = bs, L.bitmap_size(bs)
 
 
+def _free_data_block_offset(m: VhdMeta) -> int:
+    """qemu's free_data_block_offset: the end of the BAT (in whole sectors) or of its last block."""
+    import array
+    bat = array.array("I", m.bat_raw[:len(m.bat_raw) // 4 * 4])  # no numpy: `info` stays numpy-free
+    if bat.itemsize != 4:  # pragma: no cover - every platform imgscope runs on has 4-byte "I"
+        raise RuntimeError("array('I') is not 32-bit here")
+    bat.byteswap()
+    top = max((v for v in bat if v != L.BAT_UNUSED), default=None)
+    end = -(-(m.dyn.table_offset + m.dyn.max_table_entries * 4) // L.SECTOR) * L.SECTOR
+    return max(end, top * L.SECTOR + m.bitmap_size + m.block_size) if top is not None else end
+
+
 class VpcImage(Image):
     format = "vpc"
     qemu_shows_backing = False  # qemu 7.2 does not follow VHD parents
@@ -126,9 +138,13 @@ class VpcImage(Image):
         return self.meta.dynamic and self.meta.disk_type == L.DIFFERENCING
 
     def qemu_open_error(self, io: bool = True) -> str | None:
-        m = self.meta  # qemu's vpc_open checks the footer in use and nothing else before reading it
-        return "Incorrect header checksum" if L.checksum(m.footer_raw, L.FOOTER_CHECKSUM_AT) != m.footer.checksum \
-            else None
+        """vpc_open's refusals: the footer in use, and blocks ending past qemu's end of the file."""
+        m = self.meta
+        if L.checksum(m.footer_raw, L.FOOTER_CHECKSUM_AT) != m.footer.checksum:
+            return "Incorrect header checksum"
+        if m.dyn is not None and _free_data_block_offset(m) > self.src.qemu_size:
+            return "block-vpc: free_data_block_offset points after the end of file. The image has been truncated."
+        return None
 
     def header_fields(self) -> dict[str, Any]:
         m = self.meta
