@@ -28,7 +28,9 @@ CALLS: dict[str, Callable[[Any], Any]] = {
     "extensions": lambda img: img.extensions,
     "snapshots": lambda img: img.snapshots,
     "info_dict": lambda img: img.info_dict(),
-    "mapping": lambda img: [img.mapping(layer) for layer in img.layer_names()],
+    # one layer's frame at a time (a 504-byte qcow2 can list 49,152 snapshots read as zeros past EOF,
+    # as qemu reads them: holding every frame took 1 GiB and ended a fuzz run "out of memory")
+    "mapping": lambda img: all(img.mapping(layer) is not None for layer in img.layer_names()),
     "mapping_merged": lambda img: img.mapping(merge=True),
     "map_entries": lambda img: img.map_entries(),
     "clusters": lambda img: img.clusters(),
