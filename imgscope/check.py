@@ -44,6 +44,13 @@ class CheckResult:
     error: str | None = None
 
     # ------------------------------------------------------------------ findings
+    def refuse_like_qemu(self, img: Any) -> None:
+        """qemu-img fails to open an image its driver refuses (``Image.qemu_open_error()``): the check
+        then did not run for qemu (exit 1, no JSON, qemu's reason), whatever imgscope found in it."""
+        reason = img.qemu_open_error()
+        if reason:
+            self.error = f"Could not open '{img.path}': {reason}"
+
     def add(self, pid: str, n: int = 1, **cols: Any) -> None:
         """Record ``n`` findings of problem ``pid``; array-valued columns give one row each."""
         if n <= 0:

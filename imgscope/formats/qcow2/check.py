@@ -205,8 +205,7 @@ def _state_findings(img: Any, res: CheckResult) -> None:
     unknown = m.incompatible & ~L.INCOMPAT_KNOWN
     if unknown:
         res.add("Q2-HDR-003", structure="header.incompatible_features", found=hex(unknown))
-    if img.qemu_open_error():
-        res.error = f"Could not open '{img.path}': {img.qemu_open_error()}"
+    res.refuse_like_qemu(img)
     if m.bitmaps_ext is not None and not (m.autoclear & L.AUTOCLEAR_BITMAPS):
         res.add("Q2-HDR-004", structure="header.autoclear_features")
     for b in m.bitmaps:

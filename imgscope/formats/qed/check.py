@@ -129,8 +129,7 @@ def check_image(img: Any) -> CheckResult:
                          "clears it once no corruption remains.")
     for reason in img.meta.qemu_refuses:
         res.add("QED-HDR-003", structure="header", found=reason)
-    if img.meta.qemu_refuses:  # qemu-img cannot open the image: its check does not run (exit 1, no JSON)
-        res.error = f"Could not open '{img.path}': {img.qemu_open_error()}"
+    res.refuse_like_qemu(img)
     s = scan(img)
     res.allocated_clusters = s.allocated
     res.fragmented_clusters = s.fragmented

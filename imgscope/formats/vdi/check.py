@@ -32,8 +32,7 @@ def check_image(img: Any) -> CheckResult:
         res.add("VDI-HDR-002", structure="header", found=reason)
     if h.block_extra:
         res.add("VDI-HDR-003", structure="header.block_extra", found=h.block_extra, host_offset=0x17C)
-    if img.qemu_refuses:  # qemu-img cannot open the image: its check does not run (exit 1, no JSON)
-        res.error = f"Could not open '{img.path}': {img.qemu_open_error()}"
+    res.refuse_like_qemu(img)
     e = img.bmap
     nb = h.blocks_in_image
     alloc = allocated(e)

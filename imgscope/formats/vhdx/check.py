@@ -38,8 +38,7 @@ def check_image(img: Any) -> CheckResult:
                 host_offset=m.header.log_offset)
     _bat(img, res)
     _shared(img, res)
-    if img.qemu_open_error():
-        res.error = f"Could not open '{img.path}': {img.qemu_open_error()}"
+    res.refuse_like_qemu(img)
     return res
 
 

@@ -27,8 +27,7 @@ def check_image(img: Any) -> CheckResult:
     chs = m.footer.cylinders * m.footer.heads * m.footer.sectors_per_track * L.SECTOR
     if m.footer.current_size != chs:
         res.add("VHD-SIZ-001", found=m.footer.current_size, expected=chs)
-    if img.qemu_open_error():  # qemu-img fails to open it (exit 1) before finding it has no check (63)
-        res.error = f"Could not open '{img.path}': {img.qemu_open_error()}"
+    res.refuse_like_qemu(img)  # before finding it has no check (63), qemu-img fails to open it (1)
     return res
 
 

@@ -104,12 +104,9 @@ def _read_dynamic(src: Source, meta: VhdMeta) -> None:
 
 def _free_data_block_offset(m: VhdMeta) -> int:
     """qemu's free_data_block_offset: the end of the BAT (in whole sectors) or of its last block."""
-    import array
-    bat = array.array("I", m.bat_raw[:len(m.bat_raw) // 4 * 4])  # no numpy: `info` stays numpy-free
-    if bat.itemsize != 4:  # pragma: no cover - every platform imgscope runs on has 4-byte "I"
-        raise RuntimeError("array('I') is not 32-bit here")
-    bat.byteswap()
-    top = max((v for v in bat if v != L.BAT_UNUSED), default=None)
+    import struct  # not numpy: `info` stays numpy-free
+    top = max((v for (v,) in struct.iter_unpack(">I", m.bat_raw[:len(m.bat_raw) // 4 * 4]) if v != L.BAT_UNUSED),
+              default=None)
     end = -(-(m.dyn.table_offset + m.dyn.max_table_entries * 4) // L.SECTOR) * L.SECTOR
     return max(end, top * L.SECTOR + m.bitmap_size + m.block_size) if top is not None else end
 
