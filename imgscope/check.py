@@ -21,6 +21,32 @@ FINDING_COLUMNS = ("problem", "cls", "severity", "counter", "host_offset", "gues
                    "expected", "found", "count", "message")
 
 
+class Labels:
+    """One ``structure`` label per finding, made on demand: ``Labels("block map[{}]", indices)``.
+    A hostile table can give a million findings; their labels as strings would cost ~80 bytes each
+    while only a findings frame or report asks for them."""
+
+    def __init__(self, template: str, values: Any) -> None:
+        self.template, self.values = template, values
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __getitem__(self, i: int) -> str:
+        return self.template.format(self.values[i])
+
+    def tolist(self) -> list[str]:
+        return [self.template.format(v) for v in _column(self.values, 0)]
+
+
+def _column(v: Any, n: int) -> list[Any]:
+    """A batch column as n plain Python values (an array or Labels element-wise, a scalar repeated)."""
+    import numpy as np
+    if isinstance(v, (np.ndarray, Labels)):
+        return v.tolist()
+    return v if isinstance(v, list) else [v] * n
+
+
 @dataclass
 class CheckResult:
     filename: str
@@ -77,11 +103,10 @@ class CheckResult:
             n = b["n"]
             for c, v in (("problem", p.id), ("cls", p.cls), ("severity", p.severity), ("counter", p.counter)):
                 cols[c].extend([v] * n)
-            for c in ("host_offset", "guest_offset", "layer", "structure", "expected", "found", "count"):
-                v = b.get(c)
-                cols[c].extend(v.tolist() if isinstance(v, np.ndarray) else v if isinstance(v, list) else [v] * n)
-        rows = len(cols["problem"])
-        cols["message"] = [_message(_Row(cols, i)) for i in range(rows)]
+            values = [_column(b.get(c), n) for c in _VALUE_COLUMNS]
+            for c, v in zip(_VALUE_COLUMNS, values):
+                cols[c].extend(v)
+            cols["message"].extend(_format(p.message, dict(zip(_VALUE_COLUMNS, row))) for row in zip(*values))
         df = pd.DataFrame({c: pd.Series(cols[c], dtype=object) for c in FINDING_COLUMNS})
         df = df.astype({"problem": "category", "cls": "category", "severity": "category", "counter": "category"})
         for c in ("host_offset", "guest_offset"):
@@ -235,14 +260,7 @@ class CheckResult:
         return f"<pre>{html.escape(self.report())}</pre>" + (self.findings.head(50).to_html() if self.batches else "")
 
 
-class _Row:
-    """Row ``i`` of the column lists, with attribute access for :func:`_message`."""
-
-    def __init__(self, cols: dict[str, list[Any]], i: int) -> None:
-        self._cols, self._i = cols, i
-
-    def __getattr__(self, name: str) -> Any:
-        return self._cols[name][self._i]
+_VALUE_COLUMNS = ("host_offset", "guest_offset", "layer", "structure", "expected", "found", "count")
 
 
 def _first_row(b: dict[str, Any]) -> Any:
@@ -253,27 +271,26 @@ def _first_row(b: dict[str, Any]) -> Any:
             return v[0] if hasattr(v, "__len__") and not isinstance(v, str) else v
         except (IndexError, KeyError):
             return None
-    return SimpleNamespace(problem=b["problem"], **{c: first(b.get(c)) for c in
-                                                    ("host_offset", "guest_offset", "layer", "structure", "expected",
-                                                     "found", "count")})
+    return SimpleNamespace(problem=b["problem"], **{c: first(b.get(c)) for c in _VALUE_COLUMNS})
 
 
 def _message(row: Any) -> str:
-    p = CATALOGUE[row.problem]
-    vals = {c: getattr(row, c, None) for c in ("host_offset", "guest_offset", "layer", "structure", "expected",
-                                                "found", "count")}
+    return _format(CATALOGUE[row.problem].message, {c: getattr(row, c, None) for c in _VALUE_COLUMNS})
+
+
+def _format(message: str, vals: dict[str, Any]) -> str:
+    """A problem's message for one finding's column values (a missing value shows as '?')."""
     try:
-        return p.message.format(**{k: (int(v) if k == "host_offset" and v is not None and str(v) != "<NA>" else
-                                       (v if v is not None else "?")) for k, v in vals.items()})
+        return message.format(**{k: (int(v) if k == "host_offset" and v is not None and str(v) != "<NA>" else
+                                     (v if v is not None else "?")) for k, v in vals.items()})
     except (ValueError, TypeError, KeyError):
-        return p.message
+        return message
 
 
 def _batch_rows(b: dict[str, Any]) -> Any:
     """The rows of one batch as dicts of plain values (array columns element-wise)."""
-    import numpy as np
     n = b["n"]
-    cols = {k: (v.tolist() if isinstance(v, np.ndarray) else v if isinstance(v, list) else [v] * n)
+    cols = {k: _column(v, n)
             for k, v in b.items() if k not in ("problem", "n") and not k.startswith("_")}
     for i in range(n):
         yield {k: v[i] for k, v in cols.items()}

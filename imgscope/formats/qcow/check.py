@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ... import native
-from ...check import CheckResult
+from ...check import CheckResult, Labels
 from ...model import COMPRESSED, DATA
 from . import layout as L
 from .tables import classify
@@ -42,7 +42,7 @@ def check_image(img: Any) -> CheckResult:
     past = (t.l1 != 0) & ((l2_end > _U(size)) | (l2_end < t.l1))
     if past.any():
         idx = np.flatnonzero(past)
-        res.add("QCOW1-L1-001", len(idx), structure=[f"L1[{i}]" for i in idx.tolist()], host_offset=t.l1[idx],
+        res.add("QCOW1-L1-001", len(idx), structure=Labels("L1[{}]", idx), host_offset=t.l1[idx],
                 guest_offset=idx.astype(_U) * _U(t.nelems * cs))
     l1i, j, raw, table = t.table_entries()
     kind, host, length, flags = classify(raw, cb)

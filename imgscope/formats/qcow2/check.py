@@ -17,7 +17,7 @@ import numpy as np
 
 from ... import native
 from ...arrays import unique
-from ...check import CheckResult
+from ...check import CheckResult, Labels
 from ...limits import LIMITS, enforce
 from . import layout as L
 from .refs import MAX_SNAPSHOT_L1_ENTRIES, l1_paths, slot_weights
@@ -619,7 +619,7 @@ def _oflag_copied(img: Any, res: CheckResult, w: Any, scan: Any) -> None:
     copied = (active.entries[has] >> _U(63)) != 0
     mism = readable & ((rc == 1) != copied)
     if mism.any():
-        res.add("Q2-CP-001", int(mism.sum()), structure=[f"active L1[{i}]" for i in has[mism].tolist()],
+        res.add("Q2-CP-001", int(mism.sum()), structure=Labels("active L1[{}]", has[mism]),
                 layer="active", host_offset=l2off[has][mism], found=copied[mism].astype(int), expected=rc[mism],
                 index=has[mism], entry=active.entries[has][mism])
     # CP-002: mismatches found per table by the scan, reported once per active L1 entry, in L1 order

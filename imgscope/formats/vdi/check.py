@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ...check import CheckResult
+from ...check import CheckResult, Labels
 from . import layout as L
 from .tables import allocated, slot_offsets
 
@@ -39,7 +39,7 @@ def check_image(img: Any) -> CheckResult:
     big = alloc & (e >= np.uint32(nb))
     block = np.arange(len(e), dtype=np.int64)
     if big.any():
-        res.add("VDI-MAP-001", int(big.sum()), structure=[f"block map[{b}]" for b in block[big].tolist()],
+        res.add("VDI-MAP-001", int(big.sum()), structure=Labels("block map[{}]", block[big]),
                 found=e[big], expected=nb, host_offset=_U(h.offset_bmap) + block[big].astype(_U) * _U(4),
                 guest_offset=block[big].astype(_U) * _U(h.block_size))
     ok = alloc & ~big
@@ -49,7 +49,7 @@ def check_image(img: Any) -> CheckResult:
     again[first] = False
     dup = idx[again]
     if len(dup):
-        res.add("VDI-MAP-002", len(dup), structure=[f"block map[{b}]" for b in dup.tolist()], found=e[dup],
+        res.add("VDI-MAP-002", len(dup), structure=Labels("block map[{}]", dup), found=e[dup],
                 host_offset=slot_offsets(img, e[dup]), guest_offset=dup.astype(_U) * _U(h.block_size))
     count = len(idx)
     if count != h.blocks_allocated:
@@ -67,7 +67,7 @@ def _own_findings(img: Any, res: CheckResult, e: np.ndarray, ok: np.ndarray) -> 
     past = ok & (start + _U(slot) > _U(size))
     if past.any():
         b = np.flatnonzero(past)
-        res.add("VDI-MAP-003", len(b), structure=[f"block map[{i}]" for i in b.tolist()], found=e[b],
+        res.add("VDI-MAP-003", len(b), structure=Labels("block map[{}]", b), found=e[b],
                 host_offset=start[b], guest_offset=b.astype(_U) * _U(h.block_size))
     nslots = max(0, (size - h.offset_data) // slot) if size > h.offset_data else 0
     if nslots > h.blocks_in_image:  # slots past the map's range cannot be referenced by a valid entry either
