@@ -29,8 +29,10 @@ CALLS: dict[str, Callable[[Any], Any]] = {
     "snapshots": lambda img: img.snapshots,
     "info_dict": lambda img: img.info_dict(),
     # one layer's frame at a time (a 504-byte qcow2 can list 49,152 snapshots read as zeros past EOF,
-    # as qemu reads them: holding every frame took 1 GiB and ended a fuzz run "out of memory")
-    "mapping": lambda img: all(img.mapping(layer) is not None for layer in img.layer_names()),
+    # as qemu reads them: holding every frame took 1 GiB and ended a fuzz run "out of memory"), and only
+    # the first and last layers: each runs the same code, and 32,768 of them take 6 s (60 s instrumented,
+    # the harness's timeout)
+    "mapping": lambda img: all(img.mapping(layer) is not None for layer in _ends(img.layer_names())),
     "mapping_merged": lambda img: img.mapping(merge=True),
     "map_entries": lambda img: img.map_entries(),
     "clusters": lambda img: img.clusters(),
@@ -58,6 +60,10 @@ def exercise(path: str | Path, fmt: str | None = None) -> dict[str, str]:
                 except NotImplementedError:
                     out[name] = "unsupported"
     return out
+
+
+def _ends(names: list[str], keep: int = 8) -> list[str]:
+    return names if len(names) <= 2 * keep else names[:keep] + names[-keep:]
 
 
 def _line(exc: BaseException) -> str:

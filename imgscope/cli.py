@@ -9,11 +9,29 @@ import argparse
 import importlib
 import os
 import sys
+import types
 
 # imgscope does no linear algebra, but numpy's OpenBLAS starts a thread per core at import that
 # busy-waits for work, taking a core from the check for its first tenths of a second (before
 # numpy is imported, so it takes effect; a user's own setting wins)
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
+class _Deferred(types.ModuleType):
+    """A standard module imported on its first attribute use.  construct imports pdb (for its Debugger)
+    and hashlib (for compile()) at import time, 28 of a check's ~300 ms, and uses neither in what
+    imgscope calls.  (importlib.util.LazyLoader does not help: Python 3.11's ``import pdb`` reads the
+    module's ``__spec__``, which loads it.)"""
+
+    def __getattr__(self, attr: str) -> object:
+        if sys.modules.get(self.__name__) is self:
+            del sys.modules[self.__name__]
+        return getattr(importlib.import_module(self.__name__), attr)
+
+
+for _name in ("pdb", "hashlib"):
+    sys.modules.setdefault(_name, _Deferred(_name))
+
 
 from .errors import ImgscopeError  # noqa: E402
 

@@ -360,16 +360,45 @@ def _u8view(buf: object) -> np.ndarray:
     return np.frombuffer(buf, np.uint8) if len(memoryview(buf).cast("B")) else np.zeros(0, np.uint8)
 
 
+def scan_threads() -> int:
+    """Threads for the L2 scan: ``IMGSCOPE_THREADS``, else the CPUs this process may run on (at most 8)."""
+    env = os.environ.get("IMGSCOPE_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return min(int(env), 8)
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    return max(1, min(n, 8))
+
+
+class ScanScratch:
+    """The zeroed scratch a threaded l2_scan borrows (and leaves zeroed), kept across a check's calls."""
+
+    def __init__(self, threads: int | None = None) -> None:
+        self.threads = scan_threads() if threads is None else threads
+        self.buf = np.zeros(0, np.uint8)
+
+    def get(self, ncounts: int, width: int, ntables: int) -> tuple[int, np.ndarray | None]:
+        need = int(_lib.isn_l2_scan_scratch(ncounts, width, self.threads, ntables)) if _backend == "native" else 0
+        if not need:
+            return 1, None
+        if len(self.buf) < need:
+            self.buf = np.zeros(need, np.uint8)  # pages are touched only where a thread needs a block
+        return self.threads, self.buf
+
+
 def l2_scan(buf: object, toff: np.ndarray, weight: np.ndarray, active: np.ndarray, l2e: int, cluster_bits: int,
             extended: bool, data_file: bool, file_size: int, counts: np.ndarray, maxval: int,
-            ondisk: np.ndarray, bad: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+            ondisk: np.ndarray, bad: np.ndarray | None,
+            scratch: ScanScratch | None = None) -> tuple[np.ndarray, np.ndarray]:
     """check_refcounts_l2 + BlockFragInfo over whole L2 tables, table ``t`` at byte ``toff[t]`` of ``buf``.
 
     Returns (stats int64[5] = compressed, allocated, fragmented, 1 + last cluster counted, overflows;
     dirty uint8 per table).  Dirty tables (1: an entry needing a check_refcounts_l2 finding) are not
     counted: the caller analyses them with the decoded-entry path; tables whose only finding is an
-    OFLAG_COPIED mismatch of an active table (2) are counted like clean ones (0).  See isn_l2_scan in
-    native/imgscope_native.h.
+    OFLAG_COPIED mismatch of an active table (2) are counted like clean ones (0).  With ``scratch`` the
+    tables are shared among its threads.  See isn_l2_scan in native/imgscope_native.h.
     """
     toff = np.ascontiguousarray(toff, dtype=np.uint64)
     weight = np.ascontiguousarray(weight, dtype=np.uint32)
@@ -387,11 +416,13 @@ def l2_scan(buf: object, toff: np.ndarray, weight: np.ndarray, active: np.ndarra
         stats = np.zeros(5, np.int64)
         dirty = np.zeros(nt, np.uint8)
         blen = len(memoryview(buf).cast("B"))
+        threads, sbuf = scratch.get(len(counts), counts.dtype.itemsize, nt) if scratch else (1, None)
         rc = _lib.isn_l2_scan(_b(buf) if blen else _ffi.NULL, blen, _p(toff), _p(weight), _p(active), nt, l2e,
                               cluster_bits, int(extended), int(data_file), file_size, _pv(counts),
                               counts.dtype.itemsize, len(counts), maxval, _pv(ondisk), ondisk.dtype.itemsize,
                               len(ondisk), _pv(bad) if bad is not None else _ffi.NULL,
-                              _ffi.cast("int64_t *", _ffi.from_buffer(stats)), _p(dirty))
+                              _ffi.cast("int64_t *", _ffi.from_buffer(stats)), _p(dirty), threads,
+                              _p(sbuf) if sbuf is not None else _ffi.NULL, len(sbuf) if sbuf is not None else 0)
         _check(rc, "L2 scan", None)
         return stats, dirty
     return _l2_scan_python(_u8view(buf), toff, weight, active, l2e, cluster_bits, extended, data_file, file_size,
@@ -473,9 +504,10 @@ def _l2_scan_python(buf: np.ndarray, toff: np.ndarray, weight: np.ndarray, activ
 
 
 def refblocks_gather(buf: object, file_size: int, rt: np.ndarray, order: int, cluster_bits: int, n: int,
-                     dtype: type) -> tuple[np.ndarray, np.ndarray | None]:
+                     dtype: type, threads: int = 1) -> tuple[np.ndarray, np.ndarray | None]:
     """On-disk refcounts of clusters [0, n) in ``dtype`` read from the file bytes ``buf``, and a mask of
-    the clusters whose refcount block is not cluster aligned (None when there are none)."""
+    the clusters whose refcount block is not cluster aligned (None when there are none); ``threads``
+    share the blocks."""
     rt = np.ascontiguousarray(rt, dtype=np.uint64)
     dt = np.dtype(dtype)
     if not 0 <= order <= 6 or not 9 <= cluster_bits <= 30 or n < 0 or dt not in _ONDISK_DTYPES \
@@ -488,7 +520,7 @@ def refblocks_gather(buf: object, file_size: int, rt: np.ndarray, order: int, cl
         def gather(bad: np.ndarray | None) -> int:
             return _check(_lib.isn_refblocks_gather(_b(buf) if blen else _ffi.NULL, blen, file_size, _p(rt),
                                                     len(rt), order, cluster_bits, _pv(out), dt.itemsize, n,
-                                                    _pv(bad) if bad is not None else _ffi.NULL),
+                                                    _pv(bad) if bad is not None else _ffi.NULL, threads),
                           "refcount blocks", None)
         # the mask (n bytes) only when some block is unaligned, which a first pass without it tells
         if not gather(None):
@@ -528,7 +560,8 @@ def _refblock_python(buf: bytes, order: int, n: int) -> np.ndarray:
         return refblock_decode(buf, order, n)
 
 
-def refcmp(ondisk: np.ndarray, computed: np.ndarray, bad: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, int]:
+def refcmp(ondisk: np.ndarray, computed: np.ndarray, bad: np.ndarray | None,
+           threads: int = 1) -> tuple[np.ndarray, np.ndarray, int]:
     """compare_refcounts: (cluster indices ascending, CMP_* code each, last used cluster or -1)."""
     n = len(ondisk)
     if (len(computed) != n or ondisk.dtype not in _ONDISK_DTYPES or computed.dtype not in _COUNTER_DTYPES
@@ -542,7 +575,8 @@ def refcmp(ondisk: np.ndarray, computed: np.ndarray, bad: np.ndarray | None) -> 
             idx, what = np.empty(cap, np.uint64), np.empty(cap, np.uint8)
             last = _ffi.new("int64_t *")
             r = _check(_lib.isn_refcmp(_pv(ondisk), ondisk.dtype.itemsize, _pv(computed), computed.dtype.itemsize,
-                                       _pv(bad) if bad is not None else _ffi.NULL, n, _p(idx), _p(what), cap, last),
+                                       _pv(bad) if bad is not None else _ffi.NULL, n, _p(idx), _p(what), cap, last,
+                                       threads),
                        "refcount comparison", None)
             if r <= cap:
                 return idx[:r].astype(np.int64), what[:r].copy(), int(last[0])

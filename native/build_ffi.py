@@ -33,8 +33,9 @@ ffibuilder.set_source(
     # setuptools wants paths relative to the project root (where pip runs this)
     sources=[os.path.relpath(HERE / s) for s in SOURCES],
     include_dirs=[os.path.relpath(HERE)],
-    extra_compile_args=["-O2", "-Wall", "-Wextra", "-std=c99"] + os.environ.get("IMGSCOPE_NATIVE_CFLAGS", "").split(),
-    extra_link_args=os.environ.get("IMGSCOPE_NATIVE_LDFLAGS", "").split(),
+    extra_compile_args=["-O2", "-Wall", "-Wextra", "-std=c99", "-pthread"]
+    + os.environ.get("IMGSCOPE_NATIVE_CFLAGS", "").split(),
+    extra_link_args=["-pthread"] + os.environ.get("IMGSCOPE_NATIVE_LDFLAGS", "").split(),
 )
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 /* Fused qcow2 check kernels (see imgscope_native.h for the contract). */
+#define _POSIX_C_SOURCE 200809L
 #include "imgscope_native.h"
 
+#include <pthread.h>
 #include <string.h>
 
 #define L2E_OFFSET_MASK 0x00FFFFFFFFFFFE00ULL
@@ -274,14 +276,71 @@ static inline __attribute__((always_inline)) int64_t table_count(
     return over;
 }
 
+/* ---- counter views: where a scan thread adds its references ----
+ * Serial scans add to the counters.  With threads (isn_l2_scan's nthreads > 1) the counters are cut
+ * into regions of 2^rbits; the first thread to count in a region owns it and adds there, the others
+ * add to private blocks of that region carved from the caller's scratch (at most `budget` bytes per
+ * thread), which are added to the counters after the threads end.  No counter is written by two
+ * threads, and no locks are taken in the loop. */
+typedef struct {
+    uint8_t *counts;     /* the counters */
+    uint8_t *owner;      /* per region: 0 = unclaimed, else the owning thread + 1 (atomic) */
+    uint32_t *priv;      /* this thread's block per region: 1 + block number, 0 = none */
+    uint8_t *blocks;     /* this thread's private blocks */
+    size_t nblocks, used_blocks;
+    unsigned rbits;
+    uint8_t me;
+} cview;
+
+static inline uint64_t ld(const uint8_t *p, const int W)
+{
+    switch (W) {
+    case 1: return *p;
+    case 2: { uint16_t v; memcpy(&v, p, 2); return v; }
+    default: { uint32_t v; memcpy(&v, p, 4); return v; }
+    }
+}
+
+static inline void st(uint8_t *p, const int W, uint64_t v)
+{
+    switch (W) {
+    case 1: *p = (uint8_t)v; break;
+    case 2: { uint16_t x = (uint16_t)v; memcpy(p, &x, 2); break; }
+    default: { uint32_t x = (uint32_t)v; memcpy(p, &x, 4); break; }
+    }
+}
+
+/* counter c in this view; NULL when it needs a private block and the budget is spent */
+static inline uint8_t *cell(cview *v, const int PAR, const int W, size_t c)
+{
+    if (!PAR)
+        return v->counts + c * W;
+    const size_t r = c >> v->rbits;
+    uint8_t o = __atomic_load_n(&v->owner[r], __ATOMIC_RELAXED);
+    if (!o) {
+        uint8_t none = 0;
+        o = __atomic_compare_exchange_n(&v->owner[r], &none, v->me, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED)
+            ? v->me : none;
+    }
+    if (o == v->me)
+        return v->counts + c * W;
+    if (!v->priv[r]) {
+        if (v->used_blocks == v->nblocks)
+            return NULL;
+        v->priv[r] = (uint32_t)++v->used_blocks;
+    }
+    const size_t block = (size_t)1 << v->rbits;
+    return v->blocks + ((size_t)(v->priv[r] - 1) * block + (c & (block - 1))) * W;
+}
+
 /* One standard table (no extended L2, no data file) in one pass when every entry is a plain aligned
  * cluster below limit (the file size and the end of the counters) whose counter has room: counts its
  * references and BlockFragInfo (*ts, *tf), sets *copied for an active table (ACT) whose COPIED flags
  * disagree with the on-disk refcounts and returns 1.  At the first entry needing anything else it
- * takes back what it added (exactly: nothing saturated) and returns 0; the table then goes through
- * table_dirty/table_count. */
+ * takes back what it added (exactly: nothing saturated) and returns 0 (the table then goes through
+ * table_dirty/table_count), or -1 when a thread's view has no room for a private block (PAR). */
 static inline __attribute__((always_inline)) int table_fast(
-    const uint8_t *tab, const int ACT, int cb, uint64_t limit, void *counts, const int W_C, uint64_t w,
+    const uint8_t *tab, const int ACT, const int PAR, int cb, uint64_t limit, cview *v, const int W_C, uint64_t w,
     uint64_t maxval, const void *ondisk, const int W_OD, size_t nondisk, const uint8_t *bad, size_t l2e,
     int64_t *used, int64_t *ts, int64_t *tf, int *copied)
 {
@@ -290,7 +349,7 @@ static inline __attribute__((always_inline)) int table_fast(
     int64_t tstd = 0, tfrag = 0;
     size_t top = (size_t)*used;  /* 1 + the last counter touched */
     uint64_t prev = 0;
-    int cp = 0;
+    int cp = 0, rc = 0;
     size_t j = 0;
     for (size_t b = 0; b < l2e; b += 8) {
         const size_t e = l2e - b < 8 ? l2e : b + 8;
@@ -312,15 +371,20 @@ static inline __attribute__((always_inline)) int table_fast(
             if ((raw & slow_bits) || host - 1 >= limit - 1)  /* host == 0 wraps past limit too */
                 goto take_back;
             const size_t c = (size_t)(host >> cb);
-            const uint64_t v = get_counter(counts, W_C, c);
-            if (v > maxval || w > maxval - v)  /* an overflow: its report is table_count's */
+            uint8_t *p = cell(v, PAR, W_C, c);
+            if (!p) {
+                rc = -1;
+                goto take_back;
+            }
+            const uint64_t n = ld(p, W_C);
+            if (n > maxval || w > maxval - n)  /* an overflow: its report is table_count's */
                 goto take_back;
             if (ACT) {
-                const uint64_t rc = c < nondisk ? get_counter(ondisk, W_OD, c) : 0;
-                if (!(bad && c < nondisk && bad[c]) && ((rc == 1) != (raw >> 63)))
+                const uint64_t od = c < nondisk ? get_counter(ondisk, W_OD, c) : 0;
+                if (!(bad && c < nondisk && bad[c]) && ((od == 1) != (raw >> 63)))
                     cp = 1;
             }
-            set_counter(counts, W_C, c, v + w);
+            st(p, W_C, n + w);
             tfrag += tstd && host != prev + cs;
             tstd++;
             prev = host;
@@ -336,97 +400,270 @@ take_back:  /* entries [0, j) were counted without saturating: subtract them aga
     for (size_t k = 0; k < j; k++) {
         const uint64_t raw = be64(tab + k * 8);
         if (raw) {
-            const size_t c = (size_t)((raw & L2E_OFFSET_MASK) >> cb);
-            set_counter(counts, W_C, c, get_counter(counts, W_C, c) - w);
+            uint8_t *p = cell(v, PAR, W_C, (size_t)((raw & L2E_OFFSET_MASK) >> cb));
+            st(p, W_C, ld(p, W_C) - w);
         }
     }
+    return rc;
+}
+
+typedef struct {
+    const uint8_t *buf;
+    size_t buflen;
+    const uint64_t *toff;
+    const uint32_t *weight, *active;
+    size_t ntables, l2e;
+    int cb, extended, data_file;
+    uint64_t file_size;
+    void *counts;
+    size_t ncounts;
+    uint64_t maxval;
+    const void *ondisk;
+    size_t nondisk;
+    const uint8_t *bad;
+    uint8_t *dirty;
+    uint64_t limit;  /* table_fast's bound on host offsets: below the file size and inside the counters */
+} scan_args;
+
+typedef struct {
+    int64_t ncomp, nalloc, nfrag, used, over, ndirty;
+} scan_acc;
+
+#define DEFERRED 0xFF  /* dirty[t] of a table a scan thread left for the serial pass */
+
+/* Table t, serially, everything check_refcounts_l2 needs. */
+static inline __attribute__((always_inline)) void scan_table(const scan_args *a, size_t t, const int W_C,
+                                                             const int W_OD, scan_acc *acc)
+{
+    const size_t esz = a->extended ? 16 : 8;
+    const uint64_t base = a->toff[t];
+    if (base >= a->buflen) {  /* reads as zeros: nothing to count (and base + j * esz could wrap past 2^64) */
+        a->dirty[t] = 0;
+        return;
+    }
+    const int inside = (a->buflen - base) / esz >= a->l2e;
+    const uint64_t act = a->active[t];
+    if (inside && !a->extended && !a->data_file && a->limit) {
+        cview v = {.counts = a->counts};
+        int64_t ts, tf;
+        int cp;
+        const int fast = act ? table_fast(a->buf + base, 1, 0, a->cb, a->limit, &v, W_C, a->weight[t], a->maxval,
+                                          a->ondisk, W_OD, a->nondisk, a->bad, a->l2e, &acc->used, &ts, &tf, &cp)
+                             : table_fast(a->buf + base, 0, 0, a->cb, a->limit, &v, W_C, a->weight[t], a->maxval,
+                                          a->ondisk, W_OD, a->nondisk, a->bad, a->l2e, &acc->used, &ts, &tf, &cp);
+        if (fast == 1) {
+            a->dirty[t] = cp ? 2 : 0;
+            acc->nalloc += (int64_t)act * ts;
+            acc->nfrag += (int64_t)act * tf;
+            return;
+        }
+    }
+    size_t lo = 0, hi = 0;
+    const int d = table_dirty(a->buf, a->buflen, base, inside, a->l2e, a->cb, a->extended, a->data_file,
+                              a->file_size, a->ncounts, act, a->ondisk, W_OD, a->nondisk, a->bad, &lo, &hi);
+    if (d == 1) {
+        a->dirty[t] = 1;
+        acc->ndirty++;
+        return;
+    }
+    a->dirty[t] = (uint8_t)d;
+    int64_t tc, ts, tf;
+    acc->over += table_count(a->buf, a->buflen, base, inside, lo, hi, a->cb, a->extended, a->data_file, a->counts,
+                             W_C, a->weight[t], a->maxval, &acc->used, &tc, &ts, &tf);
+    acc->ncomp += (int64_t)act * tc;
+    acc->nalloc += (int64_t)act * (tc + ts);
+    acc->nfrag += (int64_t)act * (tc + tf);
+}
+
+/* A scan thread's share, tables [lo, hi): the ones table_fast counts in one pass; the others (and all
+ * after the thread's private blocks run out) are marked DEFERRED for the serial pass. */
+static inline __attribute__((always_inline)) void scan_part(const scan_args *a, size_t lo, size_t hi, cview *v,
+                                                            const int W_C, const int W_OD, scan_acc *acc)
+{
+    int stop = 0;
+    for (size_t t = lo; t < hi; t++) {
+        const uint64_t base = a->toff[t];
+        if (stop || base >= a->buflen || (a->buflen - base) / 8 < a->l2e) {
+            a->dirty[t] = DEFERRED;
+            continue;
+        }
+        const uint64_t act = a->active[t];
+        int64_t ts, tf;
+        int cp;
+        const int fast = act ? table_fast(a->buf + base, 1, 1, a->cb, a->limit, v, W_C, a->weight[t], a->maxval,
+                                          a->ondisk, W_OD, a->nondisk, a->bad, a->l2e, &acc->used, &ts, &tf, &cp)
+                             : table_fast(a->buf + base, 0, 1, a->cb, a->limit, v, W_C, a->weight[t], a->maxval,
+                                          a->ondisk, W_OD, a->nondisk, a->bad, a->l2e, &acc->used, &ts, &tf, &cp);
+        if (fast == 1) {
+            a->dirty[t] = cp ? 2 : 0;
+            acc->nalloc += (int64_t)act * ts;
+            acc->nfrag += (int64_t)act * tf;
+        } else {
+            a->dirty[t] = DEFERRED;
+            stop = fast < 0;
+        }
+    }
+}
+
+#define ODW(X, WC) (wod == 1 ? X(WC, 1) : wod == 2 ? X(WC, 2) : wod == 4 ? X(WC, 4) : X(WC, 8))
+#define WIDTHS(X) (wc == 1 ? ODW(X, 1) : wc == 2 ? ODW(X, 2) : ODW(X, 4))
+
+static void scan_table_w(const scan_args *a, size_t t, int wc, int wod, scan_acc *acc)
+{
+#define X(WC, WOD) scan_table(a, t, WC, WOD, acc)
+    WIDTHS(X);
+#undef X
+}
+
+typedef struct {
+    const scan_args *a;
+    size_t lo, hi;
+    int wc, wod;
+    cview v;
+    scan_acc acc;
+} scan_job;
+
+static void *scan_thread(void *arg)
+{
+    scan_job *j = arg;
+    const int wc = j->wc, wod = j->wod;
+#define X(WC, WOD) scan_part(j->a, j->lo, j->hi, &j->v, WC, WOD, &j->acc)
+    WIDTHS(X);
+#undef X
+    return NULL;
+}
+
+#define SCAN_MAX_THREADS 8
+#define SCAN_MIN_REGION_BITS 16
+#define SCAN_MAX_REGIONS (1u << 16)
+
+typedef struct {
+    unsigned rbits;
+    size_t nregions, nblocks, block_bytes, owner_at, priv_at, bytes;
+} scan_layout;
+
+/* The scratch a threaded scan needs (0: run serially): per thread private blocks of about an eighth of
+ * the counters (at least two), then the owner byte per region, then per thread a block index per region. */
+static size_t layout_of(size_t ncounts, int width, int nthreads, size_t ntables, scan_layout *l)
+{
+    if (nthreads < 2 || nthreads > SCAN_MAX_THREADS || !valid_width(width, 0) || ntables < 16 * (size_t)nthreads)
+        return 0;
+    unsigned rbits = SCAN_MIN_REGION_BITS;
+    while (rbits < 40 && (ncounts >> rbits) >= SCAN_MAX_REGIONS)
+        rbits++;
+    const size_t nregions = (ncounts >> rbits) + ((ncounts & (((size_t)1 << rbits) - 1)) != 0);
+    if (nregions < 4)  /* fewer than 4 regions of counters: not worth threads */
+        return 0;
+    const size_t block_bytes = ((size_t)1 << rbits) * (size_t)width;
+    size_t nblocks = ncounts * (size_t)width / 8 / block_bytes;
+    if (nblocks < 2)
+        nblocks = 2;
+    l->rbits = rbits;
+    l->nregions = nregions;
+    l->nblocks = nblocks;
+    l->block_bytes = block_bytes;
+    l->owner_at = (size_t)nthreads * nblocks * block_bytes;
+    l->priv_at = l->owner_at + (nregions + 3) / 4 * 4;
+    l->bytes = l->priv_at + (size_t)nthreads * nregions * 4;
+    return l->bytes;
+}
+
+size_t isn_l2_scan_scratch(size_t ncounts, int counts_width, int nthreads, size_t ntables)
+{
+    scan_layout l;
+    return layout_of(ncounts, counts_width, nthreads, ntables, &l);
+}
+
+/* The threaded scan: returns 0 when it ran, -1 when the scratch does not fit (the caller scans serially). */
+static int scan_threads(const scan_args *a, int wc, int wod, int nthreads, uint8_t *scratch, size_t scratch_len,
+                        scan_acc *acc)
+{
+    scan_layout l;
+    if (!scratch || layout_of(a->ncounts, wc, nthreads, a->ntables, &l) == 0 || scratch_len < l.bytes)
+        return -1;
+    const size_t block = (size_t)1 << l.rbits, block_bytes = l.block_bytes;
+    uint8_t *blocks = scratch, *owner = scratch + l.owner_at;
+    uint32_t *priv = (uint32_t *)(void *)(scratch + l.priv_at);  /* numpy's buffer: 4-byte aligned and more */
+    scan_job jobs[SCAN_MAX_THREADS];
+    pthread_t tid[SCAN_MAX_THREADS];
+    int started[SCAN_MAX_THREADS] = {0};
+    for (int k = 0; k < nthreads; k++) {
+        scan_job *j = &jobs[k];
+        memset(j, 0, sizeof *j);
+        j->a = a;
+        j->lo = a->ntables * (size_t)k / (size_t)nthreads;
+        j->hi = a->ntables * (size_t)(k + 1) / (size_t)nthreads;
+        j->wc = wc;
+        j->wod = wod;
+        j->v = (cview){.counts = a->counts, .owner = owner, .priv = priv + (size_t)k * l.nregions,
+                       .blocks = blocks + (size_t)k * l.nblocks * block_bytes, .nblocks = l.nblocks,
+                       .rbits = l.rbits, .me = (uint8_t)(k + 1)};
+    }
+    for (int k = 1; k < nthreads; k++)
+        started[k] = pthread_create(&tid[k], NULL, scan_thread, &jobs[k]) == 0;
+    scan_thread(&jobs[0]);
+    for (int k = 1; k < nthreads; k++) {
+        if (started[k])
+            pthread_join(tid[k], NULL);
+        else
+            scan_thread(&jobs[k]);  /* no thread: its share runs here */
+    }
+    /* private blocks into the counters (saturating: an overflow sends the caller to its ordered redo);
+     * the scratch is left zeroed for the next call */
+    for (int k = 0; k < nthreads; k++) {
+        scan_job *j = &jobs[k];
+        for (size_t r = 0; r < l.nregions; r++) {
+            if (!j->v.priv[r])
+                continue;
+            uint8_t *p = j->v.blocks + (size_t)(j->v.priv[r] - 1) * block_bytes;
+            const size_t c0 = r << l.rbits, n = a->ncounts - c0 < block ? a->ncounts - c0 : block;
+            for (size_t i = 0; i < n; i++) {
+                const uint64_t x = get_counter(p, wc, i);
+                if (x)
+                    acc->over += (int64_t)add_sat(a->counts, wc, c0 + i, x, a->maxval);
+            }
+            memset(p, 0, block_bytes);
+            j->v.priv[r] = 0;
+        }
+        acc->nalloc += j->acc.nalloc;
+        acc->nfrag += j->acc.nfrag;
+        acc->used = j->acc.used > acc->used ? j->acc.used : acc->used;
+    }
+    memset(owner, 0, l.nregions);
+    for (size_t t = 0; t < a->ntables; t++)
+        if (a->dirty[t] == DEFERRED)
+            scan_table_w(a, t, wc, wod, acc);
     return 0;
 }
-
-static inline __attribute__((always_inline)) int64_t scan_impl(
-    const uint8_t *buf, size_t buflen, const uint64_t *toff, const uint32_t *weight, const uint32_t *active,
-    size_t ntables, size_t l2e, int cb, int extended, int data_file, uint64_t file_size, void *counts, const int W_C,
-    size_t ncounts, uint64_t maxval, const void *ondisk, const int W_OD, size_t nondisk, const uint8_t *bad,
-    int64_t *stats, uint8_t *dirty)
-{
-    const size_t esz = extended ? 16 : 8;
-    int64_t ncomp = 0, nalloc = 0, nfrag = 0, used = 0, over = 0, ndirty = 0;
-    /* table_fast's bound on host offsets: below the file size and inside the counters */
-    const uint64_t limit = ncounts > (UINT64_MAX >> cb) ? file_size
-                           : ((uint64_t)ncounts << cb) < file_size ? (uint64_t)ncounts << cb : file_size;
-    for (size_t t = 0; t < ntables; t++) {
-        const uint64_t base = toff[t];
-        if (base >= buflen) {  /* reads as zeros: nothing to count (and base + j * esz could wrap past 2^64) */
-            dirty[t] = 0;
-            continue;
-        }
-        const int inside = (buflen - base) / esz >= l2e;
-        const uint64_t act = active[t];
-        if (inside && !extended && !data_file && limit) {
-            int64_t ts, tf;
-            int cp;
-            const int fast = act ? table_fast(buf + base, 1, cb, limit, counts, W_C, weight[t], maxval, ondisk,
-                                              W_OD, nondisk, bad, l2e, &used, &ts, &tf, &cp)
-                                 : table_fast(buf + base, 0, cb, limit, counts, W_C, weight[t], maxval, ondisk,
-                                              W_OD, nondisk, bad, l2e, &used, &ts, &tf, &cp);
-            if (fast) {
-                dirty[t] = cp ? 2 : 0;
-                if (act) {
-                    nalloc += (int64_t)act * ts;
-                    nfrag += (int64_t)act * tf;
-                }
-                continue;
-            }
-        }
-        size_t lo = 0, hi = 0;
-        const int d = table_dirty(buf, buflen, base, inside, l2e, cb, extended, data_file, file_size, ncounts, act,
-                                  ondisk, W_OD, nondisk, bad, &lo, &hi);
-        if (d == 1) {
-            dirty[t] = 1;
-            ndirty++;
-            continue;
-        }
-        dirty[t] = (uint8_t)d;
-        int64_t tc, ts, tf;
-        over += table_count(buf, buflen, base, inside, lo, hi, cb, extended, data_file, counts, W_C, weight[t],
-                            maxval, &used, &tc, &ts, &tf);
-        if (act) {
-            ncomp += (int64_t)act * tc;
-            nalloc += (int64_t)act * (tc + ts);
-            nfrag += (int64_t)act * (tc + tf);
-        }
-    }
-    stats[0] = ncomp;
-    stats[1] = nalloc;
-    stats[2] = nfrag;
-    stats[3] = used;
-    stats[4] = over;
-    return ndirty;
-}
-
-#define SCAN(WC, WOD) scan_impl(buf, buflen, toff, weight, active, ntables, l2e, cluster_bits, extended, data_file, \
-                                file_size, counts, WC, ncounts, maxval, ondisk, WOD, nondisk, bad, stats, dirty)
-#define SCAN_OD(WC) (ondisk_width == 1 ? SCAN(WC, 1) : ondisk_width == 2 ? SCAN(WC, 2) : \
-                     ondisk_width == 4 ? SCAN(WC, 4) : SCAN(WC, 8))
 
 int64_t isn_l2_scan(const uint8_t *buf, size_t buflen, const uint64_t *toff, const uint32_t *weight,
                     const uint32_t *active, size_t ntables, size_t l2e, int cluster_bits, int extended,
                     int data_file, uint64_t file_size, void *counts, int counts_width, size_t ncounts,
                     uint64_t maxval, const void *ondisk, int ondisk_width, size_t nondisk, const uint8_t *bad,
-                    int64_t *stats, uint8_t *dirty)
+                    int64_t *stats, uint8_t *dirty, int nthreads, uint8_t *scratch, size_t scratch_len)
 {
     if (cluster_bits < 9 || cluster_bits > 30 || !valid_width(counts_width, 0) || !valid_width(ondisk_width, 1))
         return ISN_EARG;
     if (l2e == 0 || l2e > (1u << 28))
         return ISN_EARG;
     const uint64_t wmax = counts_width == 4 ? 0xFFFFFFFFULL : ((1ULL << (8 * counts_width)) - 1);
-    if (maxval > wmax)
-        maxval = wmax;
-    if (counts_width == 1)
-        return SCAN_OD(1);
-    if (counts_width == 2)
-        return SCAN_OD(2);
-    return SCAN_OD(4);
+    const int cb = cluster_bits;
+    scan_args a = {buf, buflen, toff, weight, active, ntables, l2e, cb, extended, data_file, file_size, counts,
+                   ncounts, maxval > wmax ? wmax : maxval, ondisk, nondisk, bad, dirty,
+                   ncounts > (UINT64_MAX >> cb) ? file_size
+                   : ((uint64_t)ncounts << cb) < file_size ? (uint64_t)ncounts << cb : file_size};
+    scan_acc acc = {0};
+    const int wc = counts_width, wod = ondisk_width;
+    if (extended || data_file || !a.limit ||
+        scan_threads(&a, wc, wod, nthreads, scratch, scratch_len, &acc) < 0)
+        for (size_t t = 0; t < ntables; t++)
+            scan_table_w(&a, t, wc, wod, &acc);
+    stats[0] = acc.ncomp;
+    stats[1] = acc.nalloc;
+    stats[2] = acc.nfrag;
+    stats[3] = acc.used;
+    stats[4] = acc.over;
+    return acc.ndirty;
 }
 
 /* ------------------------------------------------------------------------------------------------ refcounts */
@@ -462,45 +699,47 @@ static void gather_block(const uint8_t *p, unsigned nb, void *out, int w, size_t
         }
 }
 
-int64_t isn_refblocks_gather(const uint8_t *buf, size_t buflen, uint64_t file_size, const uint64_t *rt, size_t nrt,
-                             int order, int cluster_bits, void *out, int out_width, size_t n, uint8_t *bad)
+typedef struct {
+    const uint8_t *buf;
+    size_t buflen;
+    uint64_t file_size;
+    const uint64_t *rt;
+    size_t nrt;
+    unsigned bits;
+    uint64_t cs;
+    size_t per_block, n;
+    void *out;
+    int w;
+    uint8_t *bad;
+} gather_args;
+
+/* The counters [b0 * per_block, b1 * per_block) of refcount blocks b0 .. b1 - 1 (b1 <= the blocks n needs) */
+static int64_t gather_range(const gather_args *g, size_t b0, size_t b1)
 {
-    if (order < 0 || order > 6 || cluster_bits < 9 || cluster_bits > 30 || !valid_width(out_width, 1))
-        return ISN_EARG;
-    const unsigned bits = 1u << order;
-    if (bits > 8u * (unsigned)out_width)
-        return ISN_EARG;
-    const uint64_t cs = 1ULL << cluster_bits;
-    const size_t per_block = (size_t)(cs * 8 / bits);
+    const size_t per = g->per_block, n = g->n, i0 = b0 * per, i1 = n - i0 < (b1 - b0) * per ? n : b1 * per;
     int64_t nbad = 0;
-    for (size_t i = 0; i < n; i++) {
-        set_counter(out, out_width, i, 0);
-        if (bad)
-            bad[i] = 0;
-    }
-    for (size_t b = 0; b < nrt; b++) {
-        const uint64_t off = rt[b] & REFT_OFFSET_MASK;
+    memset((uint8_t *)g->out + i0 * (size_t)g->w, 0, (i1 - i0) * (size_t)g->w);
+    if (g->bad)
+        memset(g->bad + i0, 0, i1 - i0);
+    for (size_t b = b0; b < b1 && b < g->nrt; b++) {
+        const uint64_t off = g->rt[b] & REFT_OFFSET_MASK;
         if (!off)
             continue;
-        if ((uint64_t)b > (uint64_t)n / per_block)
-            break;
-        const size_t lo = b * per_block;
-        if (lo >= n)
-            break;
-        const size_t hi = n - lo < per_block ? n : lo + per_block;
-        if (off & (cs - 1)) {
-            for (size_t i = lo; i < hi; i++) {
-                if (bad)
-                    bad[i] = 1;
-            }
+        const size_t lo = b * per, hi = n - lo < per ? n : lo + per;
+        if (off & (g->cs - 1)) {
+            if (g->bad)
+                memset(g->bad + lo, 1, hi - lo);
             nbad++;
             continue;
         }
-        if (off >= file_size)
+        if (off >= g->file_size)
             continue;
-        const int inside = off <= buflen && buflen - off >= cs;
+        const unsigned bits = g->bits;
+        const uint8_t *buf = g->buf;
+        const size_t buflen = g->buflen;
+        const int inside = off <= buflen && buflen - off >= g->cs;
         if (inside && bits >= 8)
-            gather_block(buf + off, bits / 8, out, out_width, lo, hi);
+            gather_block(buf + off, bits / 8, g->out, g->w, lo, hi);
         else
             for (size_t i = lo; i < hi; i++) {
                 const size_t k = i - lo;
@@ -515,18 +754,66 @@ int64_t isn_refblocks_gather(const uint8_t *buf, size_t buflen, uint64_t file_si
                     for (unsigned q = 0; q < nb; q++)
                         v = (v << 8) | (pos + q < buflen ? buf[pos + q] : 0);
                 }
-                set_counter(out, out_width, i, v);
+                set_counter(g->out, g->w, i, v);
             }
     }
     return nbad;
 }
 
+typedef struct {
+    const gather_args *g;
+    size_t b0, b1;
+    int64_t nbad;
+} gather_job;
+
+static void *gather_thread(void *arg)
+{
+    gather_job *j = arg;
+    j->nbad = gather_range(j->g, j->b0, j->b1);
+    return NULL;
+}
+
+int64_t isn_refblocks_gather(const uint8_t *buf, size_t buflen, uint64_t file_size, const uint64_t *rt, size_t nrt,
+                             int order, int cluster_bits, void *out, int out_width, size_t n, uint8_t *bad,
+                             int nthreads)
+{
+    if (order < 0 || order > 6 || cluster_bits < 9 || cluster_bits > 30 || !valid_width(out_width, 1))
+        return ISN_EARG;
+    const unsigned bits = 1u << order;
+    if (bits > 8u * (unsigned)out_width)
+        return ISN_EARG;
+    const uint64_t cs = 1ULL << cluster_bits;
+    const size_t per_block = (size_t)(cs * 8 / bits);
+    const gather_args g = {buf, buflen, file_size, rt, nrt, bits, cs, per_block, n, out, out_width, bad};
+    const size_t nblk = n / per_block + (n % per_block != 0);
+    if (nthreads < 2 || nthreads > SCAN_MAX_THREADS || nblk < 8 * (size_t)nthreads)
+        return gather_range(&g, 0, nblk);
+    gather_job jobs[SCAN_MAX_THREADS];
+    pthread_t tid[SCAN_MAX_THREADS];
+    int started[SCAN_MAX_THREADS] = {0};
+    for (int k = 0; k < nthreads; k++)
+        jobs[k] = (gather_job){&g, nblk * (size_t)k / (size_t)nthreads, nblk * (size_t)(k + 1) / (size_t)nthreads, 0};
+    for (int k = 1; k < nthreads; k++)
+        started[k] = pthread_create(&tid[k], NULL, gather_thread, &jobs[k]) == 0;
+    gather_thread(&jobs[0]);
+    int64_t nbad = jobs[0].nbad;
+    for (int k = 1; k < nthreads; k++) {
+        if (started[k])
+            pthread_join(tid[k], NULL);
+        else
+            gather_thread(&jobs[k]);
+        nbad += jobs[k].nbad;
+    }
+    return nbad;
+}
+
+/* compare_refcounts over clusters [lo, hi): the records (at most cap written), *last as isn_refcmp's */
 static inline __attribute__((always_inline)) int64_t refcmp_impl(
-    const void *ondisk, const int W_OD, const void *computed, const int W_C, const uint8_t *bad, size_t n,
-    uint64_t *idx, uint8_t *what, size_t cap, int64_t *last_used)
+    const void *ondisk, const int W_OD, const void *computed, const int W_C, const uint8_t *bad, size_t lo,
+    size_t hi, uint64_t *idx, uint8_t *what, size_t cap, int64_t *last_used)
 {
     int64_t r = 0, last = -1;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = lo; i < hi; i++) {
         const uint64_t d = get_counter(ondisk, W_OD, i), c = get_counter(computed, W_C, i);
         if (!bad && d == c) {  /* the common case: equal counters, no unreadable blocks */
             if (d)
@@ -554,15 +841,14 @@ static inline __attribute__((always_inline)) int64_t refcmp_impl(
     return r;
 }
 
-#define REFCMP(WOD, WC) refcmp_impl(ondisk, WOD, computed, WC, bad, n, idx, what, cap, last_used)
+#define REFCMP(WOD, WC) refcmp_impl(ondisk, WOD, computed, WC, bad, lo, hi, idx, what, cap, last_used)
 #define REFCMP_C(WOD) (computed_width == 1 ? REFCMP(WOD, 1) : computed_width == 2 ? REFCMP(WOD, 2) : \
                        REFCMP(WOD, 4))
 
-int64_t isn_refcmp(const void *ondisk, int ondisk_width, const void *computed, int computed_width,
-                   const uint8_t *bad, size_t n, uint64_t *idx, uint8_t *what, size_t cap, int64_t *last_used)
+static int64_t refcmp_range(const void *ondisk, int ondisk_width, const void *computed, int computed_width,
+                            const uint8_t *bad, size_t lo, size_t hi, uint64_t *idx, uint8_t *what, size_t cap,
+                            int64_t *last_used)
 {
-    if (!valid_width(ondisk_width, 1) || !valid_width(computed_width, 0))
-        return ISN_EARG;
     if (ondisk_width == computed_width) {  /* the check's usual pairing */
         if (ondisk_width == 1)
             return REFCMP(1, 1);
@@ -571,5 +857,59 @@ int64_t isn_refcmp(const void *ondisk, int ondisk_width, const void *computed, i
         if (ondisk_width == 4)
             return REFCMP(4, 4);
     }
-    return REFCMP_C(ondisk_width);
+    return ondisk_width == 1 ? REFCMP_C(1) : ondisk_width == 2 ? REFCMP_C(2) : ondisk_width == 4 ? REFCMP_C(4)
+                                                                                                 : REFCMP_C(8);
+}
+
+typedef struct {
+    const void *ondisk, *computed;
+    int ow, cw;
+    const uint8_t *bad;
+    size_t lo, hi;
+    int64_t records, last;
+} refcmp_job;
+
+static void *refcmp_thread(void *arg)  /* counts its range's records, writes none */
+{
+    refcmp_job *j = arg;
+    j->records = refcmp_range(j->ondisk, j->ow, j->computed, j->cw, j->bad, j->lo, j->hi, NULL, NULL, 0, &j->last);
+    return NULL;
+}
+
+int64_t isn_refcmp(const void *ondisk, int ondisk_width, const void *computed, int computed_width,
+                   const uint8_t *bad, size_t n, uint64_t *idx, uint8_t *what, size_t cap, int64_t *last_used,
+                   int nthreads)
+{
+    if (!valid_width(ondisk_width, 1) || !valid_width(computed_width, 0))
+        return ISN_EARG;
+    if (nthreads < 2 || nthreads > SCAN_MAX_THREADS || n < ((size_t)1 << 16) * (size_t)nthreads)
+        return refcmp_range(ondisk, ondisk_width, computed, computed_width, bad, 0, n, idx, what, cap, last_used);
+    /* threads count the records of their ranges; the ranges with any are then written in order */
+    refcmp_job jobs[SCAN_MAX_THREADS];
+    pthread_t tid[SCAN_MAX_THREADS];
+    int started[SCAN_MAX_THREADS] = {0};
+    for (int k = 0; k < nthreads; k++)
+        jobs[k] = (refcmp_job){ondisk, computed, ondisk_width, computed_width, bad,
+                               n * (size_t)k / (size_t)nthreads, n * (size_t)(k + 1) / (size_t)nthreads, 0, -1};
+    for (int k = 1; k < nthreads; k++)
+        started[k] = pthread_create(&tid[k], NULL, refcmp_thread, &jobs[k]) == 0;
+    refcmp_thread(&jobs[0]);
+    int64_t total = 0, last = -1;
+    for (int k = 0; k < nthreads; k++) {
+        if (k && started[k])
+            pthread_join(tid[k], NULL);
+        else if (k)
+            refcmp_thread(&jobs[k]);
+        refcmp_job *j = &jobs[k];
+        if (j->records && (size_t)total < cap) {
+            int64_t ignored;
+            refcmp_range(ondisk, ondisk_width, computed, computed_width, bad, j->lo, j->hi, idx + total,
+                         what + total, cap - (size_t)total, &ignored);
+        }
+        total += j->records;
+        if (j->last >= 0)
+            last = j->last;
+    }
+    *last_used = last;
+    return total;
 }

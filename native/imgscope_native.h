@@ -2,7 +2,7 @@
  *
  * Every function checks each length against the buffer it was given and
  * returns a negative ISN_E* code instead of reading or writing out of bounds.
- * No I/O, no allocation: Python owns files, memory and error reporting.
+ * No I/O, no allocation: Python owns files, memory and error reporting (isn_l2_scan may start threads).
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -84,28 +84,43 @@ int64_t isn_add_refs_w(void *counts, int width, size_t ncounts, const uint64_t *
  * counts (saturating at maxval; refused increments are overflows) and, times active[t], BlockFragInfo's
  * compressed/allocated/fragmented counts (contiguity restarts per table).  stats = {compressed,
  * allocated, fragmented, 1 + last cluster counted (0 if none), overflows}.  Returns the number of
- * tables with dirty[t] = 1 or ISN_EARG. */
+ * tables with dirty[t] = 1 or ISN_EARG.
+ * Threads: with nthreads > 1 and a zeroed scratch of isn_l2_scan_scratch() bytes (left zeroed again), that
+ * many threads (the caller's and nthreads - 1 started here) count the tables with nothing to report,
+ * each adding to the counter regions it claimed first and to private blocks in the scratch for the
+ * rest, which are added after they end; every other table, and a thread's remaining tables once its
+ * private blocks run out, is then scanned serially.  Results equal a serial scan's unless a counter
+ * saturates (stats[4] > 0 either way; the order of a threaded scan's refused increments differs). */
 int64_t isn_l2_scan(const uint8_t *buf, size_t buflen, const uint64_t *toff, const uint32_t *weight,
                     const uint32_t *active, size_t ntables, size_t l2e, int cluster_bits, int extended,
                     int data_file, uint64_t file_size, void *counts, int counts_width, size_t ncounts,
                     uint64_t maxval, const void *ondisk, int ondisk_width, size_t nondisk, const uint8_t *bad,
-                    int64_t *stats, uint8_t *dirty);
+                    int64_t *stats, uint8_t *dirty, int nthreads, uint8_t *scratch, size_t scratch_len);
+
+/* Bytes of scratch isn_l2_scan needs to use nthreads threads on ntables tables and ncounts counters of
+ * counts_width bytes (0: it scans serially: one thread, fewer than 16 tables per thread or 4 regions of
+ * 2^16 counters). */
+size_t isn_l2_scan_scratch(size_t ncounts, int counts_width, int nthreads, size_t ntables);
 
 /* On-disk refcounts of clusters [0, n) from the refcount table rt (nrt raw entries) and the refcount
  * blocks in buf (the file; bytes past buflen read as zero): blocks absent or at/after file_size give
  * zeros; a block offset that is not cluster aligned marks its clusters bad (when bad is not NULL)
- * and gives zeros.  Returns the number of unaligned blocks covering [0, n), or ISN_EARG. */
+ * and gives zeros.  Returns the number of unaligned blocks covering [0, n), or ISN_EARG.  With nthreads > 1
+ * (and at least 8 blocks per thread) that many threads gather disjoint ranges of blocks. */
 int64_t isn_refblocks_gather(const uint8_t *buf, size_t buflen, uint64_t file_size, const uint64_t *rt, size_t nrt,
-                             int order, int cluster_bits, void *out, int out_width, size_t n, uint8_t *bad);
+                             int order, int cluster_bits, void *out, int out_width, size_t n, uint8_t *bad,
+                             int nthreads);
 
 /* compare_refcounts: for i in [0, n) ascending, one record (idx, what) per cluster that is unreadable
  * (bad[i]: ISN_CMP_UNREADABLE) or whose on-disk refcount differs from the computed one (ZERO when
  * on-disk is 0, LOW when smaller, HIGH when larger).  At most cap records are written; returns the
  * total number (call again with more room when it exceeds cap).  *last_used = the last readable
- * cluster with a non-zero on-disk or computed count, -1 if none. */
+ * cluster with a non-zero on-disk or computed count, -1 if none.  With nthreads > 1 (and 2^16 clusters
+ * per thread) threads first count the records of their ranges. */
 #define ISN_CMP_UNREADABLE 1
 #define ISN_CMP_ZERO 2
 #define ISN_CMP_LOW 3
 #define ISN_CMP_HIGH 4
 int64_t isn_refcmp(const void *ondisk, int ondisk_width, const void *computed, int computed_width,
-                   const uint8_t *bad, size_t n, uint64_t *idx, uint8_t *what, size_t cap, int64_t *last_used);
+                   const uint8_t *bad, size_t n, uint64_t *idx, uint8_t *what, size_t cap, int64_t *last_used,
+                   int nthreads);

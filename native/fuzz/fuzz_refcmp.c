@@ -1,6 +1,7 @@
 /* libFuzzer harness for isn_refcmp and isn_add_refs_w.
  * input = u8 widths, u8 cluster_bits, u16 n, u16 cap, then 16-byte records (u64 offset, u64 length)
- * added with add_refs_w, the rest as the on-disk counters. */
+ * added with add_refs_w, the rest as the on-disk counters.  With bit 4 of the widths the counters are
+ * also placed at both ends of 2^17 more and compared with two threads against one. */
 #include "fuzz_common.h"
 
 static const int WIDTHS[4] = {1, 2, 4, 8};
@@ -29,12 +30,38 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int64_t rc = isn_add_refs_w(computed, cw, n, off, len, NULL, nrec, cb, (uint64_t)-1);
     REQUIRE(rc >= 0 || rc == ISN_EBOUNDS || rc == ISN_EARG);
     int64_t last = 0;
-    int64_t m = isn_refcmp(ondisk, ow, computed, cw, bad, n, idx, what, cap, &last);
+    int64_t m = isn_refcmp(ondisk, ow, computed, cw, bad, n, idx, what, cap, &last, 1);
     REQUIRE(m >= 0 || m == ISN_EARG);
     if (m >= 0) {
         REQUIRE(last >= -1 && last < (int64_t)n);
         for (size_t i = 0; i < (size_t)m && i < cap; i++)
             REQUIRE(idx[i] < n && what[i] >= ISN_CMP_UNREADABLE && what[i] <= ISN_CMP_HIGH);
+    }
+    if (w & 16) {
+        const size_t n2 = ((size_t)1 << 17) + 2 * n;
+        uint8_t *o2 = xmalloc(n2 * 8), *c2 = xmalloc(n2 * 8), *b2 = xmalloc(n2), *what2 = xmalloc(cap * 2 + 1);
+        uint64_t *idx2 = xmalloc((cap * 2 + 1) * 8);
+        memset(o2, 0, n2 * 8);
+        memset(c2, 0, n2 * 8);
+        memset(b2, 0, n2);
+        for (size_t half = 0; half < 2; half++) {  /* at the start and at the end */
+            const size_t at = half ? n2 - n : 0;
+            memcpy(o2 + at * (size_t)ow, ondisk, n * (size_t)ow);
+            memcpy(c2 + at * (size_t)cw, computed, n * (size_t)cw);
+            memcpy(b2 + at, bad, n);
+        }
+        int64_t l1 = 0, l2 = 0;
+        const int64_t m1 = isn_refcmp(o2, ow, c2, cw, (w & 32) ? b2 : NULL, n2, idx2, what2, cap, &l1, 1);
+        const int64_t m2 = isn_refcmp(o2, ow, c2, cw, (w & 32) ? b2 : NULL, n2, idx2 + cap, what2 + cap, cap,
+                                      &l2, 2);
+        REQUIRE(m1 == m2 && l1 == l2);
+        for (size_t i = 0; m1 > 0 && i < (size_t)m1 && i < cap; i++)
+            REQUIRE(idx2[i] == idx2[cap + i] && what2[i] == what2[cap + i]);
+        free(o2);
+        free(c2);
+        free(b2);
+        free(what2);
+        free(idx2);
     }
     free(off);
     free(len);

@@ -83,6 +83,94 @@ def test_l2_scan(data: st.DataObject, cb: int, extended: bool, data_file: bool, 
         np.testing.assert_array_equal(a, b)
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from(["ascending", "random", "damaged", "shared"]),
+       st.sampled_from([1, 2, 4]), st.sampled_from([1, 2, 8]), st.sampled_from([1, 3, 255, 65535]),
+       st.sampled_from([2, 3]))
+def test_l2_scan_threads_equal_serial(seed: int, hosts: str, cw: int, ow: int, maxval: int, threads: int) -> None:
+    """The threaded scan (counter regions owned by the thread that counts there first, private blocks
+    for the rest, a serial pass for what a thread left) gives the serial scan's counters, statistics and
+    table classes, or an overflow in both; tables laid out like a preallocated image (each thread in its
+    own regions), at random (private blocks run out) and with damaged or shared clusters."""
+    rng = np.random.default_rng(seed)
+    cb, l2e = 9, int(rng.choice([64, 512]))
+    ncounts = int(rng.choice([1 << 18, (1 << 20) + 5]))
+    ntables = int(rng.integers(16 * threads, 160))
+    n = ntables * l2e
+    if hosts == "ascending":
+        c = np.arange(2, 2 + n, dtype=np.uint64) % np.uint64(ncounts - 2) + np.uint64(1)
+    else:
+        c = rng.integers(1, ncounts, n).astype(np.uint64)
+    e = (c << np.uint64(cb)) | (rng.integers(0, 2, n).astype(np.uint64) << np.uint64(63))
+    e[rng.random(n) < 0.2] = 0
+    if hosts == "damaged":  # compressed, zero and reserved-bit entries in some tables
+        hit = rng.random(n) < 0.002
+        e[hit] = rng.choice(np.array([1 << 62 | 4096, 1, 2 | 1 << 20, U64], np.uint64), int(hit.sum()))
+    if hosts == "shared":  # tables referenced again (snapshots): the same clusters counted by both threads
+        e[n // 2:] = e[:n - n // 2]
+    buf = e.astype(">u8").tobytes()
+    toff = np.arange(ntables, dtype=np.uint64) * np.uint64(l2e * 8)
+    weight = rng.integers(0, 3, ntables).astype(np.uint32)
+    active = rng.integers(0, 2, ntables).astype(np.uint32)
+    cdt = {1: np.uint8, 2: np.uint16, 4: np.uint32}[cw]
+    odt = {1: np.uint8, 2: np.uint16, 8: np.uint64}[ow]
+    counts = rng.integers(0, 2, ncounts).astype(cdt)
+    ondisk = rng.choice(np.array([0, 1, 1, 2], odt), ncounts)
+    file_size = ncounts << cb
+    scratch = native.ScanScratch(threads)
+    assert scratch.get(ncounts, cw, ntables)[1] is not None  # the threaded path is the one tested
+    out = []
+    for sc in (None, scratch):
+        cnt = counts.copy()
+        stats, dirty = native.l2_scan(buf, toff, weight, active, l2e, cb, False, False, file_size, cnt, maxval,
+                                      ondisk, None, sc)
+        out.append((stats, dirty, cnt))
+    (s1, d1, c1), (s2, d2, c2) = out
+    assert (s1[4] > 0) == (s2[4] > 0)
+    if not s1[4]:
+        np.testing.assert_array_equal(s1, s2)
+        np.testing.assert_array_equal(d1, d2)
+        np.testing.assert_array_equal(c1, c2)
+    assert not scratch.buf.any()  # left zeroed for the next call
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("density", [0.0, 1e-5, 0.02])
+@pytest.mark.parametrize("with_bad", [False, True])
+def test_refcmp_threads_equal_serial(threads: int, density: float, with_bad: bool) -> None:
+    rng = np.random.default_rng(int(density * 1e6) + threads)
+    n = (3 << 16) + 12345
+    ondisk = rng.integers(0, 3, n).astype(np.uint16)
+    computed = ondisk.copy()
+    flip = rng.random(n) < density
+    computed[flip] = rng.integers(0, 3, int(flip.sum())).astype(np.uint16)
+    computed[-5:] = 0  # the last used cluster is in the last thread's range, or in none
+    bad = (rng.random(n) < density / 2) if with_bad else None
+    serial = native.refcmp(ondisk, computed, bad)
+    threaded = native.refcmp(ondisk, computed, bad, threads)
+    np.testing.assert_array_equal(serial[0], threaded[0])
+    np.testing.assert_array_equal(serial[1], threaded[1])
+    assert serial[2] == threaded[2]
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("order", [0, 4, 6])
+def test_refblocks_gather_threads_equal_serial(threads: int, order: int) -> None:
+    rng = np.random.default_rng(order)
+    cb = 12
+    cs = 1 << cb
+    nblocks = 70
+    buf = rng.integers(0, 256, (nblocks + 4) * cs).astype(np.uint8).tobytes()
+    rt = rng.permutation(np.resize(np.array([0, cs, 5 * cs, 7 * cs + 512, 40 * cs, 1 << 40], np.uint64), nblocks))
+    n = (cs * 8 >> order) * nblocks - 17
+    dt = np.uint8 if order <= 3 else np.uint16 if order == 4 else np.uint64
+    serial = native.refblocks_gather(buf, len(buf), rt, order, cb, n, dt)
+    threaded = native.refblocks_gather(buf, len(buf), rt, order, cb, n, dt, threads)
+    np.testing.assert_array_equal(serial[0], threaded[0])
+    np.testing.assert_array_equal(serial[1], threaded[1])
+    assert serial[1] is not None and serial[0].any()
+
+
 @SETTINGS
 @given(st.data(), st.integers(0, 6), st.sampled_from([9, 12]))
 def test_refblocks_gather(data: st.DataObject, order: int, cb: int) -> None:

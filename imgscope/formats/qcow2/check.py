@@ -135,7 +135,7 @@ def _check(img: Any, chunk: int | None) -> CheckResult | None:
     # -- compare_refcounts ------------------------------------------------------------------
     ondisk, unreadable = _ondisk_prefix(img, res, imrt.used)
     computed = imrt.counts[:imrt.used]
-    idx_all, what, last_used = native.refcmp(ondisk, computed, unreadable)
+    idx_all, what, last_used = native.refcmp(ondisk, computed, unreadable, native.scan_threads())
     idx = idx_all[what == native.CMP_UNREADABLE]
     if len(idx):
         res.add("Q2-RC-004", len(idx), host_offset=idx.astype(_U) << _U(cb), index=idx)
@@ -329,6 +329,7 @@ def _scan_fused(img: Any, res: CheckResult, imrt: _Imrt, slot_weight: np.ndarray
     frag = np.zeros(3, np.int64)
     weight32 = slot_weight.astype(np.uint32)
     active32 = active_n.astype(np.uint32)
+    scratch = native.ScanScratch()
     imrt.res = sink  # type: ignore[assignment]
     try:
         for a in range(0, len(live), per):
@@ -341,7 +342,7 @@ def _scan_fused(img: Any, res: CheckResult, imrt: _Imrt, slot_weight: np.ndarray
                 buf, toff = _read_tables(t, offs, rbuf), np.arange(len(offs), dtype=_U) * _U(lb)
             stats, dirty = native.l2_scan(buf, toff, weight32[slots], active32[slots], t.l2e, t.cb,
                                           m.extended_l2, m.has_data_file, imrt.file_size, imrt.counts, imrt.max,
-                                          ondisk, bad)
+                                          ondisk, bad, scratch)
             if stats[4]:
                 return None
             frag += stats[:3]
@@ -580,7 +581,8 @@ def _ondisk_refcounts(img: Any, n: int) -> tuple[np.ndarray, np.ndarray | None]:
     mm = img.src.mapping() if hasattr(img.src, "mapping") else None
     if mm is not None:  # every refcount block straight from the mapped file, in the narrowest dtype
         img.src.prefetch((rt & _U(L.REFT_OFFSET_MASK)).tolist(), t.cs)
-        out = native.refblocks_gather(mm, img.src.size, rt, img.meta.refcount_order, t.cb, n, t.counter_dtype())
+        out = native.refblocks_gather(mm, img.src.size, rt, img.meta.refcount_order, t.cb, n, t.counter_dtype(),
+                                      native.scan_threads())
         img.src.release(0, img.src.size)  # the refcount blocks' pages leave this process again
         return out
     vals = t.refcounts(n, t.counter_dtype())
