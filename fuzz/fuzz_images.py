@@ -32,7 +32,7 @@ import atheris  # noqa: E402
 
 #: dis.cmp_op order: the operation an instrumented comparison passes as ``op``
 _CMP = (operator.lt, operator.le, operator.eq, operator.ne, operator.gt, operator.ge)
-_trace_cmp = atheris._trace_cmp
+_trace_cmp = atheris._trace_cmp  # atheris.Fuzz() installs its libFuzzer-linked one: see _own_comparisons
 
 
 def _trace_plain_cmp(a: object, b: object, op: int, counter: int, const: bool) -> object:
@@ -45,7 +45,13 @@ def _trace_plain_cmp(a: object, b: object, op: int, counter: int, const: bool) -
     return _CMP[op](a, b)
 
 
-atheris._trace_cmp = _trace_plain_cmp  # instrumented code looks it up on the module at each comparison
+def _own_comparisons() -> None:
+    """Route instrumented comparisons through _trace_plain_cmp (they look ``atheris._trace_cmp`` up at
+    each comparison; atheris.Fuzz() sets it again when it starts, so this runs per input)."""
+    global _trace_cmp
+    if atheris._trace_cmp is not _trace_plain_cmp:
+        _trace_cmp = atheris._trace_cmp
+        atheris._trace_cmp = _trace_plain_cmp
 
 with atheris.instrument_imports():
     import imgscope  # noqa: F401
@@ -74,6 +80,7 @@ def recipe(data: bytes) -> tuple[int, bytes]:
 
 
 def test_one_input(data: bytes) -> None:
+    _own_comparisons()
     k, img = recipe(data)
     path = STATE["paths"][k]
     mutators.write_sparse(path, img)
