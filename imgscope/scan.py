@@ -93,6 +93,10 @@ def _check_columns(img: Any, row: dict[str, Any], extra: dict[str, Any], want_fi
         extra["findings"] = res.findings
 
 
+def _one_kernel_thread() -> None:
+    os.environ.setdefault("IMGSCOPE_THREADS", "1")
+
+
 def _scan_task(args: tuple[str, bool, tuple[str, ...]]) -> tuple[dict[str, Any], dict[str, Any]]:
     return scan_one(*args)
 
@@ -119,7 +123,8 @@ def scan(paths: Iterable[str | os.PathLike[str]] | str, *, checks: bool = True, 
             results[i] = _scan_task(t)
             bar.update(1)
     else:
-        with ProcessPoolExecutor(max_workers=jobs or os.cpu_count()) as pool:
+        # the cores are shared by the images, not by each check's kernel threads (unless the user set them)
+        with ProcessPoolExecutor(max_workers=jobs or os.cpu_count(), initializer=_one_kernel_thread) as pool:
             futs = {pool.submit(_scan_task, t): i for i, t in enumerate(tasks)}
             for f in as_completed(futs):
                 results[futs[f]] = f.result()
