@@ -52,7 +52,8 @@ def test_native_harness_short_run(harness: str, tmp_path: Path):
 
 
 def test_python_harness_short_run(tmp_path: Path):
+    """40 inputs (a count, not a time: under AddressSanitizer on a loaded machine 15 s gave 2 inputs)."""
     from fuzz.seeds import RECIPES, registered_formats
-    res = _fresh("run_python", tmp_path, [f for f in registered_formats() if f in RECIPES], 15)
+    res = _fresh("run_python", tmp_path, [f for f in registered_formats() if f in RECIPES], 600, 40)
     assert not res.crashed, res.detail
-    assert res.execs > 10
+    assert res.execs >= 40
