@@ -431,6 +431,27 @@ typedef struct {
 
 #define DEFERRED 0xFF  /* dirty[t] of a table a scan thread left for the serial pass */
 
+/* Table t (inside the buffer, standard entries) through table_fast in view v; when it was counted (1),
+ * its class and BlockFragInfo are recorded.  Returns table_fast's answer. */
+static inline __attribute__((always_inline)) int count_fast(const scan_args *a, size_t t, const int PAR, cview *v,
+                                                            const int W_C, const int W_OD, scan_acc *acc)
+{
+    const uint64_t act = a->active[t];
+    const uint8_t *tab = a->buf + a->toff[t];
+    int64_t ts, tf;
+    int cp;
+    const int fast = act ? table_fast(tab, 1, PAR, a->cb, a->limit, v, W_C, a->weight[t], a->maxval, a->ondisk, W_OD,
+                                      a->nondisk, a->bad, a->l2e, &acc->used, &ts, &tf, &cp)
+                         : table_fast(tab, 0, PAR, a->cb, a->limit, v, W_C, a->weight[t], a->maxval, a->ondisk, W_OD,
+                                      a->nondisk, a->bad, a->l2e, &acc->used, &ts, &tf, &cp);
+    if (fast == 1) {
+        a->dirty[t] = cp ? 2 : 0;
+        acc->nalloc += (int64_t)act * ts;
+        acc->nfrag += (int64_t)act * tf;
+    }
+    return fast;
+}
+
 /* Table t, serially, everything check_refcounts_l2 needs. */
 static inline __attribute__((always_inline)) void scan_table(const scan_args *a, size_t t, const int W_C,
                                                              const int W_OD, scan_acc *acc)
@@ -445,18 +466,8 @@ static inline __attribute__((always_inline)) void scan_table(const scan_args *a,
     const uint64_t act = a->active[t];
     if (inside && !a->extended && !a->data_file && a->limit) {
         cview v = {.counts = a->counts};
-        int64_t ts, tf;
-        int cp;
-        const int fast = act ? table_fast(a->buf + base, 1, 0, a->cb, a->limit, &v, W_C, a->weight[t], a->maxval,
-                                          a->ondisk, W_OD, a->nondisk, a->bad, a->l2e, &acc->used, &ts, &tf, &cp)
-                             : table_fast(a->buf + base, 0, 0, a->cb, a->limit, &v, W_C, a->weight[t], a->maxval,
-                                          a->ondisk, W_OD, a->nondisk, a->bad, a->l2e, &acc->used, &ts, &tf, &cp);
-        if (fast == 1) {
-            a->dirty[t] = cp ? 2 : 0;
-            acc->nalloc += (int64_t)act * ts;
-            acc->nfrag += (int64_t)act * tf;
+        if (count_fast(a, t, 0, &v, W_C, W_OD, acc) == 1)
             return;
-        }
     }
     size_t lo = 0, hi = 0;
     const int d = table_dirty(a->buf, a->buflen, base, inside, a->l2e, a->cb, a->extended, a->data_file,
@@ -487,18 +498,8 @@ static inline __attribute__((always_inline)) void scan_part(const scan_args *a, 
             a->dirty[t] = DEFERRED;
             continue;
         }
-        const uint64_t act = a->active[t];
-        int64_t ts, tf;
-        int cp;
-        const int fast = act ? table_fast(a->buf + base, 1, 1, a->cb, a->limit, v, W_C, a->weight[t], a->maxval,
-                                          a->ondisk, W_OD, a->nondisk, a->bad, a->l2e, &acc->used, &ts, &tf, &cp)
-                             : table_fast(a->buf + base, 0, 1, a->cb, a->limit, v, W_C, a->weight[t], a->maxval,
-                                          a->ondisk, W_OD, a->nondisk, a->bad, a->l2e, &acc->used, &ts, &tf, &cp);
-        if (fast == 1) {
-            a->dirty[t] = cp ? 2 : 0;
-            acc->nalloc += (int64_t)act * ts;
-            acc->nfrag += (int64_t)act * tf;
-        } else {
+        const int fast = count_fast(a, t, 1, v, W_C, W_OD, acc);
+        if (fast != 1) {
             a->dirty[t] = DEFERRED;
             stop = fast < 0;
         }
