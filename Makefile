@@ -27,11 +27,15 @@ $(PY):
 
 venv: $(PY)
 
+# an editable install compiles no bytecode, and with PYTHONDONTWRITEBYTECODE set (as on this
+# project's machines) none is ever written: every run would compile imgscope's modules (~50 ms)
 install: sysdeps venv
 	$(PIP) install -q $(EDITABLE) '.[notebook]'
+	$(PY) -m compileall -q imgscope
 
 install-dev: sysdeps venv
 	$(PIP) install -q $(EDITABLE) '.[notebook,dev]'
+	$(PY) -m compileall -q imgscope
 
 demo: install
 	$(VENV)/bin/imgscope demo

@@ -354,6 +354,11 @@ static inline __attribute__((always_inline)) int table_fast(
     for (size_t b = 0; b < l2e; b += 8) {
         const size_t e = l2e - b < 8 ? l2e : b + 8;
         if (e == b + 8) {  /* eight empty entries skipped at once (sparse tables are mostly zeros) */
+            __builtin_prefetch(tab + b * 8 + 1024);
+            if (ACT) {  /* the on-disk refcounts ahead of the last cluster counted (sequential tables) */
+                const size_t ahead = (size_t)(prev >> cb) + 128;
+                __builtin_prefetch((const uint8_t *)ondisk + ahead * W_OD);
+            }
             uint64_t any = 0;
             for (size_t k = b; k < e; k++) {
                 uint64_t x;
@@ -672,7 +677,17 @@ int64_t isn_l2_scan(const uint8_t *buf, size_t buflen, const uint64_t *toff, con
 static inline __attribute__((always_inline)) void gather_impl(const uint8_t *p, const unsigned NB, void *out,
                                                              const int W, size_t lo, size_t hi)
 {
-    for (size_t i = lo; i < hi; i++, p += NB) {
+    size_t i = lo;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    if (NB == 2 && W == 2)  /* four counters per 64-bit word: swap the bytes of each 16-bit lane */
+        for (; hi - i >= 4; i += 4, p += 8) {
+            uint64_t x;
+            memcpy(&x, p, 8);
+            x = ((x & 0x00FF00FF00FF00FFULL) << 8) | ((x >> 8) & 0x00FF00FF00FF00FFULL);
+            memcpy((uint8_t *)out + i * 2, &x, 8);
+        }
+#endif
+    for (; i < hi; i++, p += NB) {
         uint64_t v = 0;
         for (unsigned q = 0; q < NB; q++)
             v = (v << 8) | p[q];
@@ -719,14 +734,15 @@ static int64_t gather_range(const gather_args *g, size_t b0, size_t b1)
 {
     const size_t per = g->per_block, n = g->n, i0 = b0 * per, i1 = n - i0 < (b1 - b0) * per ? n : b1 * per;
     int64_t nbad = 0;
-    memset((uint8_t *)g->out + i0 * (size_t)g->w, 0, (i1 - i0) * (size_t)g->w);
     if (g->bad)
         memset(g->bad + i0, 0, i1 - i0);
-    for (size_t b = b0; b < b1 && b < g->nrt; b++) {
-        const uint64_t off = g->rt[b] & REFT_OFFSET_MASK;
+    for (size_t b = b0; b * per < i1; b++) {
+        const uint64_t off = b < g->nrt ? g->rt[b] & REFT_OFFSET_MASK : 0;
+        const size_t lo = b * per, hi = n - lo < per ? n : lo + per;
+        if (!off || (off & (g->cs - 1)) || off >= g->file_size)  /* no block to read: zeros */
+            memset((uint8_t *)g->out + lo * (size_t)g->w, 0, (hi - lo) * (size_t)g->w);
         if (!off)
             continue;
-        const size_t lo = b * per, hi = n - lo < per ? n : lo + per;
         if (off & (g->cs - 1)) {
             if (g->bad)
                 memset(g->bad + lo, 1, hi - lo);
@@ -814,7 +830,18 @@ static inline __attribute__((always_inline)) int64_t refcmp_impl(
     size_t hi, uint64_t *idx, uint8_t *what, size_t cap, int64_t *last_used)
 {
     int64_t r = 0, last = -1;
+    const size_t run = 512;  /* counters compared at once (memcmp) when both arrays have one width */
     for (size_t i = lo; i < hi; i++) {
+        if (W_OD == W_C && !bad && (i - lo) % run == 0 && hi - i >= run &&
+            !memcmp((const uint8_t *)ondisk + i * W_C, (const uint8_t *)computed + i * W_C, run * W_C)) {
+            size_t k = i + run;  /* equal: only the last non-zero counter is left to note */
+            while (k > i && !get_counter(ondisk, W_OD, k - 1))
+                k--;
+            if (k > i)
+                last = (int64_t)(k - 1);
+            i += run - 1;
+            continue;
+        }
         const uint64_t d = get_counter(ondisk, W_OD, i), c = get_counter(computed, W_C, i);
         if (!bad && d == c) {  /* the common case: equal counters, no unreadable blocks */
             if (d)

@@ -284,6 +284,7 @@ def _scan_tables(img: Any, res: CheckResult, imrt: _Imrt, slot_weight: np.ndarra
         # blocks (gathered first) ahead of the L2 tables, so the disk streams while the blocks are read
         img.src.prefetch((t.reftable() & _U(L.REFT_OFFSET_MASK)).tolist(), t.cs)
         img.src.prefetch(t.slot_offsets[live].tolist(), t.l2_bytes)
+        _ondisk_all(img, res, prefetched=True)
     ondisk, bad = res_refcounts(img, res)
     sink, scan, frag = _Sink(), _Scan(), np.zeros(3, np.int64)
     if chunk is not None:
@@ -572,15 +573,16 @@ def _refblocks_at_once(imrt: _Imrt, rt: np.ndarray, cs: int, cb: int) -> bool:
     return True
 
 
-def _ondisk_refcounts(img: Any, n: int) -> tuple[np.ndarray, np.ndarray | None]:
+def _ondisk_refcounts(img: Any, n: int, prefetched: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """qcow2_get_refcount for clusters [0, n): values (narrowest dtype) and a mask of unreadable ones
-    (None when every block is readable)."""
+    (None when every block is readable); ``prefetched``: the caller has asked for the blocks already."""
     t = img.tables
     per_block = t.cs * 8 >> img.meta.refcount_order
     rt = t.reftable()
     mm = img.src.mapping() if hasattr(img.src, "mapping") else None
     if mm is not None:  # every refcount block straight from the mapped file, in the narrowest dtype
-        img.src.prefetch((rt & _U(L.REFT_OFFSET_MASK)).tolist(), t.cs)
+        if not prefetched:
+            img.src.prefetch((rt & _U(L.REFT_OFFSET_MASK)).tolist(), t.cs)
         out = native.refblocks_gather(mm, img.src.size, rt, img.meta.refcount_order, t.cb, n, t.counter_dtype(),
                                       native.scan_threads())
         img.src.release(0, img.src.size)  # the refcount blocks' pages leave this process again
@@ -641,7 +643,7 @@ def res_refcounts(img: Any, res: CheckResult) -> tuple[np.ndarray, np.ndarray]:
     return res.ondisk_all if hasattr(res, "ondisk_all") else _ondisk_all(img, res)
 
 
-def _ondisk_all(img: Any, res: CheckResult) -> tuple[np.ndarray, np.ndarray]:
+def _ondisk_all(img: Any, res: CheckResult, prefetched: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """On-disk refcounts for every cluster the refcount table covers (lookups may go past EOF)."""
     t = img.tables
     per_block = t.cs * 8 >> img.meta.refcount_order
@@ -651,7 +653,7 @@ def _ondisk_all(img: Any, res: CheckResult) -> tuple[np.ndarray, np.ndarray]:
     # clusters past the last refcount block read as 0 from any lookup: hold only those before it
     nz = np.flatnonzero(rt & _U(L.REFT_OFFSET_MASK))
     n = min(n, max((int(nz[-1]) + 1 if len(nz) else 0) * per_block, -(-img.src.size // t.cs) + 2))
-    vals, bad = _ondisk_refcounts(img, n)
+    vals, bad = _ondisk_refcounts(img, n, prefetched)
     res.ondisk_all = (vals, bad)  # type: ignore[attr-defined]
     return vals, bad
 
