@@ -354,10 +354,12 @@ static inline __attribute__((always_inline)) int table_fast(
     for (size_t b = 0; b < l2e; b += 8) {
         const size_t e = l2e - b < 8 ? l2e : b + 8;
         if (e == b + 8) {  /* eight empty entries skipped at once (sparse tables are mostly zeros) */
-            __builtin_prefetch(tab + b * 8 + 1024);
-            if (ACT) {  /* the on-disk refcounts ahead of the last cluster counted (sequential tables) */
+            /* hints (never fault), kept inside their arrays: the table's line 1 KiB ahead and, for an
+             * active table, the on-disk refcounts 128 clusters past the last one counted */
+            __builtin_prefetch(tab + (l2e - b > 128 ? b + 128 : b) * 8);
+            if (ACT) {
                 const size_t ahead = (size_t)(prev >> cb) + 128;
-                __builtin_prefetch((const uint8_t *)ondisk + ahead * W_OD);
+                __builtin_prefetch((const uint8_t *)ondisk + (ahead < nondisk ? ahead : 0) * W_OD);
             }
             uint64_t any = 0;
             for (size_t k = b; k < e; k++) {
