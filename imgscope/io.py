@@ -154,28 +154,21 @@ class Source:
                 pass
 
     def prefetch(self, offsets: Any, length: int) -> None:
-        """Start reading the ranges ``[o, o + length)`` of every offset into the page cache at once
+        """Start reading the ranges ``[o, o + length)`` of every offset (ints) into the page cache at once
         (adjacent ones as one range): a mapped walk over a cold cache then takes minor faults
-        instead of one synchronous read-around per table (docs/performance.md).  ``offsets`` are ints;
-        one call per range, a few thousand for a 1 TiB image, so the loop is kept lean."""
-        if not hasattr(os, "posix_fadvise"):
-            return
-        advise, willneed, fd, size = os.posix_fadvise, os.POSIX_FADV_WILLNEED, self.fd, self.size
+        instead of one synchronous read-around per table (docs/performance.md)."""
         start = end = -1
-        try:
-            for o in sorted(set(offsets)):
-                if not 0 < o < size:
-                    continue
-                if o <= end:
-                    end = o + length
-                    continue
-                if end > 0:
-                    advise(fd, start, end - start, willneed)
-                start, end = o, o + length
+        for o in sorted(set(offsets)):
+            if not 0 < o < self.size:
+                continue
+            if o <= end:
+                end = o + length
+                continue
             if end > 0:
-                advise(fd, start, end - start, willneed)
-        except OSError:
-            pass
+                self.advise_willneed(start, end - start)
+            start, end = o, o + length
+        if end > 0:
+            self.advise_willneed(start, end - start)
 
     def data_ranges(self) -> list[tuple[int, int]]:
         """Allocated (non-hole) byte ranges of the host file, via SEEK_DATA/SEEK_HOLE."""

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import imgscope
 from conftest import require_qemu
 from imgscope import cli
 
@@ -29,7 +30,6 @@ def leaky(tmp_path_factory) -> Path:
     p = tmp_path_factory.mktemp("entry") / "leaky.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(p), "4M"], check=True)
     subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 1 0 64k", str(p)], capture_output=True, check=True)
-    import imgscope
     with imgscope.open(p) as img:
         block = int(img.tables.reftable()[0])
         end = -(-p.stat().st_size // img.meta.cluster_size)
