@@ -30,7 +30,7 @@ F_COPIED, F_RESERVED, F_UNALIGNED, F_ZERO, F_HIGHBITS = 1, 2, 4, 8, 16
 OFFSET_VALID = 0x80  # run_starts: this code carries a contiguity-checked offset
 
 _ERRORS = {-1: "buffer shorter than the entries it should hold", -2: "argument out of range",
-           -3: "value does not fit the encoding"}
+           -3: "value does not fit the encoding", -4: "reading the file failed"}
 
 available = _lib is not None
 _backend = "native" if available and os.environ.get("IMGSCOPE_NATIVE", "1") != "0" else "python"
@@ -378,6 +378,7 @@ class ScanScratch:
     def __init__(self, threads: int | None = None) -> None:
         self.threads = scan_threads() if threads is None else threads
         self.buf = np.zeros(0, np.uint8)
+        self.tables = np.zeros(0, np.uint8)
 
     def get(self, ncounts: int, width: int, ntables: int) -> tuple[int, np.ndarray | None]:
         need = int(_lib.isn_l2_scan_scratch(ncounts, width, self.threads, ntables)) if _backend == "native" else 0
@@ -387,18 +388,27 @@ class ScanScratch:
             self.buf = np.zeros(need, np.uint8)  # pages are touched only where a thread needs a block
         return self.threads, self.buf
 
+    def table_buffers(self, table_bytes: int) -> np.ndarray:
+        """A table's bytes per thread, for a scan that reads the tables."""
+        if len(self.tables) < self.threads * table_bytes:
+            self.tables = np.empty(self.threads * table_bytes, np.uint8)
+        return self.tables
+
 
 def l2_scan(buf: object, toff: np.ndarray, weight: np.ndarray, active: np.ndarray, l2e: int, cluster_bits: int,
             extended: bool, data_file: bool, file_size: int, counts: np.ndarray, maxval: int,
-            ondisk: np.ndarray, bad: np.ndarray | None,
-            scratch: ScanScratch | None = None) -> tuple[np.ndarray, np.ndarray]:
+            ondisk: np.ndarray | RefView, bad: np.ndarray | None,
+            scratch: ScanScratch | None = None, fd: int = -1) -> tuple[np.ndarray, np.ndarray]:
     """check_refcounts_l2 + BlockFragInfo over whole L2 tables, table ``t`` at byte ``toff[t]`` of ``buf``.
 
     Returns (stats int64[5] = compressed, allocated, fragmented, 1 + last cluster counted, overflows;
     dirty uint8 per table).  Dirty tables (1: an entry needing a check_refcounts_l2 finding) are not
     counted: the caller analyses them with the decoded-entry path; tables whose only finding is an
-    OFLAG_COPIED mismatch of an active table (2) are counted like clean ones (0).  With ``scratch`` the
-    tables are shared among its threads.  See isn_l2_scan in native/imgscope_native.h.
+    OFLAG_COPIED mismatch of an active table (2) are counted like clean ones (0).  The on-disk
+    refcounts are an array (``bad``: its unreadable ones) or a :class:`RefView`.  With ``scratch`` the
+    tables are shared among its threads.  With ``fd``, an open descriptor of the file whose bytes ``buf``
+    holds, the native scan reads the tables from it (into ``scratch``'s buffers) rather than touching
+    ``buf``.  See isn_l2_scan in native/imgscope_native.h.
     """
     toff = np.ascontiguousarray(toff, dtype=np.uint64)
     weight = np.ascontiguousarray(weight, dtype=np.uint32)
@@ -407,9 +417,7 @@ def l2_scan(buf: object, toff: np.ndarray, weight: np.ndarray, active: np.ndarra
     if (not 9 <= cluster_bits <= 30 or not 0 < l2e <= 1 << 28 or len(weight) != nt or len(active) != nt
             or not isinstance(counts, np.ndarray) or counts.dtype not in _COUNTER_DTYPES
             or not counts.flags.c_contiguous or not counts.flags.writeable or maxval < 0 or file_size < 0
-            or ondisk.dtype not in _ONDISK_DTYPES or not ondisk.flags.c_contiguous
-            or (bad is not None and (bad.dtype != np.bool_ or len(bad) != len(ondisk)
-                                     or not bad.flags.c_contiguous))):
+            or not _ondisk_ok(ondisk, bad)):
         raise FormatError("L2 scan", None, _ERRORS[-2])
     maxval = min(maxval, int(np.iinfo(counts.dtype).max))
     if _backend == "native":
@@ -417,14 +425,19 @@ def l2_scan(buf: object, toff: np.ndarray, weight: np.ndarray, active: np.ndarra
         dirty = np.zeros(nt, np.uint8)
         blen = len(memoryview(buf).cast("B"))
         threads, sbuf = scratch.get(len(counts), counts.dtype.itemsize, nt) if scratch else (1, None)
-        rc = _lib.isn_l2_scan(_b(buf) if blen else _ffi.NULL, blen, _p(toff), _p(weight), _p(active), nt, l2e,
-                              cluster_bits, int(extended), int(data_file), file_size, _pv(counts),
-                              counts.dtype.itemsize, len(counts), maxval, _pv(ondisk), ondisk.dtype.itemsize,
-                              len(ondisk), _pv(bad) if bad is not None else _ffi.NULL,
+        od, _keep = _ondisk_arg(ondisk, bad)
+        reads = fd >= 0 and scratch is not None
+        tbuf = scratch.table_buffers(l2e * (16 if extended else 8)) if reads else None
+        rc = _lib.isn_l2_scan(_b(buf) if blen and not reads else _ffi.NULL, blen, _p(toff), _p(weight), _p(active),
+                              nt, l2e, cluster_bits, int(extended), int(data_file), file_size, _pv(counts),
+                              counts.dtype.itemsize, len(counts), maxval, od,
                               _ffi.cast("int64_t *", _ffi.from_buffer(stats)), _p(dirty), threads,
-                              _p(sbuf) if sbuf is not None else _ffi.NULL, len(sbuf) if sbuf is not None else 0)
+                              _p(sbuf) if sbuf is not None else _ffi.NULL, len(sbuf) if sbuf is not None else 0,
+                              fd if reads else -1, _p(tbuf) if reads else _ffi.NULL, len(tbuf) if reads else 0)
         _check(rc, "L2 scan", None)
         return stats, dirty
+    if isinstance(ondisk, RefView):
+        ondisk, bad = ondisk.dense(len(counts))
     return _l2_scan_python(_u8view(buf), toff, weight, active, l2e, cluster_bits, extended, data_file, file_size,
                            counts, maxval, ondisk, bad)
 
@@ -560,27 +573,131 @@ def _refblock_python(buf: bytes, order: int, n: int) -> np.ndarray:
         return refblock_decode(buf, order, n)
 
 
-def refcmp(ondisk: np.ndarray, computed: np.ndarray, bad: np.ndarray | None,
+RB_NONE, RB_BAD = (1 << 64) - 2, (1 << 64) - 1
+_REFT_OFFSET_MASK = np.uint64(0xFFFFFFFFFFFFFE00)
+
+
+class RefView:
+    """On-disk refcounts read in place from the refcount blocks in a file's bytes (isn_ondisk of width 0):
+    the block of refcount-table index b is at byte ``blk[b]`` of ``buf``, or reads as zeros (RB_NONE) or
+    is unreadable (RB_BAD).  Made by :func:`refview`; the check hands it to l2_scan and refcmp instead of
+    a gathered array (no copy of every refcount)."""
+
+    def __init__(self, buf: object, blk: np.ndarray, order: int, cluster_bits: int) -> None:
+        self.buf, self.blk, self.order, self.cluster_bits = buf, blk, order, cluster_bits
+
+    def at(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(refcounts as int64, unreadable mask) of the clusters ``idx``."""
+        idx = np.asarray(idx, np.int64)
+        shift = self.cluster_bits + 3 - self.order
+        b = idx >> shift
+        blk = np.full(len(idx), RB_NONE, np.uint64)
+        inside = b < len(self.blk)
+        blk[inside] = self.blk[b[inside]]
+        ok = blk < np.uint64(RB_NONE)
+        vals = np.zeros(len(idx), np.int64)
+        if ok.any():
+            data = np.frombuffer(self.buf, np.uint8)
+            k = (idx[ok] & ((1 << shift) - 1)).astype(np.uint64)
+            bits = 1 << self.order
+            if bits >= 8:
+                pos = blk[ok] + k * np.uint64(bits // 8)
+                v = np.zeros(len(pos), np.uint64)
+                for q in range(bits // 8):
+                    v = (v << np.uint64(8)) | data[pos + np.uint64(q)]
+            else:
+                per = np.uint64(8 // bits)
+                v = (data[blk[ok] + k // per].astype(np.uint64) >> ((k % per) * np.uint64(bits))) \
+                    & np.uint64((1 << bits) - 1)
+            vals[ok] = v.astype(np.int64)
+        return vals, blk == np.uint64(RB_BAD)
+
+    def dense(self, n: int, dtype: type = np.uint64) -> tuple[np.ndarray, np.ndarray | None]:
+        """The refcounts of clusters [0, n) gathered into an array, and their unreadable mask (or None)."""
+        rt = np.where(self.blk == np.uint64(RB_BAD), np.uint64(512),  # an unaligned block: unreadable
+                      np.where(self.blk == np.uint64(RB_NONE), np.uint64(0), self.blk)).astype(np.uint64)
+        size = len(memoryview(self.buf).cast("B"))
+        return refblocks_gather(self.buf, size, rt, self.order, self.cluster_bits, n, dtype)
+
+
+def refview(buf: object, rt: np.ndarray, order: int, cluster_bits: int) -> RefView | None:
+    """The refcount table ``rt`` (raw entries) over the file's bytes ``buf`` as a :class:`RefView`, read as
+    refblocks_gather reads it (a block at or past the end reads as zeros, an unaligned one is
+    unreadable); None when a block runs past the end of ``buf`` (only a gather zero-fills its tail)."""
+    if not 0 <= order <= 6 or not 9 <= cluster_bits <= 30:
+        raise FormatError("refcount blocks", None, _ERRORS[-2])
+    cs = np.uint64(1 << cluster_bits)
+    size = np.uint64(len(memoryview(buf).cast("B")))
+    off = np.asarray(rt, np.uint64) & _REFT_OFFSET_MASK
+    bad = (off != 0) & (off % cs != 0)
+    none = (off == 0) | (~bad & (off >= size))
+    if (~none & ~bad & (size - np.minimum(off, size) < cs)).any():
+        return None
+    blk = np.where(bad, np.uint64(RB_BAD), np.where(none, np.uint64(RB_NONE), off)).astype(np.uint64)
+    return RefView(buf, blk, order, cluster_bits)
+
+
+def refcounts_at(ondisk: np.ndarray | RefView, bad: np.ndarray | None,
+                 idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(on-disk refcounts as int64, unreadable mask) of the clusters ``idx`` (0 past an array's end)."""
+    idx = np.asarray(idx, np.int64)
+    if isinstance(ondisk, RefView):
+        return ondisk.at(idx)
+    vals = np.zeros(len(idx), np.int64)
+    ok = idx < len(ondisk)
+    vals[ok] = ondisk[idx[ok]].astype(np.int64)
+    unreadable = np.zeros(len(idx), bool)
+    if bad is not None:
+        unreadable[ok] = bad[idx[ok]]
+    return vals, unreadable
+
+
+def _ondisk_ok(ondisk: np.ndarray | RefView, bad: np.ndarray | None) -> bool:
+    if isinstance(ondisk, RefView):
+        return bad is None and ondisk.blk.dtype == np.uint64 and ondisk.blk.flags.c_contiguous
+    return (isinstance(ondisk, np.ndarray) and ondisk.dtype in _ONDISK_DTYPES and ondisk.flags.c_contiguous
+            and (bad is None or (bad.dtype == np.bool_ and len(bad) == len(ondisk) and bad.flags.c_contiguous)))
+
+
+def _ondisk_arg(ondisk: np.ndarray | RefView, bad: np.ndarray | None) -> tuple[object, list]:
+    """The isn_ondisk for the kernels, and the buffers it points into (the caller keeps them alive)."""
+    s = _ffi.new("isn_ondisk *")
+    if isinstance(ondisk, RefView):
+        size = len(memoryview(ondisk.buf).cast("B"))
+        keep = [_b(ondisk.buf) if size else _ffi.NULL, _p(ondisk.blk)]
+        s.base, s.baselen, s.blk, s.nblk = keep[0], size, keep[1], len(ondisk.blk)
+        s.order, s.cluster_bits = ondisk.order, ondisk.cluster_bits
+    else:
+        keep = [_pv(ondisk), _pv(bad) if bad is not None else _ffi.NULL]
+        s.width, s.dense, s.n, s.bad = ondisk.dtype.itemsize, keep[0], len(ondisk), keep[1]
+    return s, keep
+
+
+def refcmp(ondisk: np.ndarray | RefView, computed: np.ndarray, bad: np.ndarray | None,
            threads: int = 1) -> tuple[np.ndarray, np.ndarray, int]:
-    """compare_refcounts: (cluster indices ascending, CMP_* code each, last used cluster or -1)."""
-    n = len(ondisk)
-    if (len(computed) != n or ondisk.dtype not in _ONDISK_DTYPES or computed.dtype not in _COUNTER_DTYPES
-            or (bad is not None and (bad.dtype != np.bool_ or len(bad) != n or not bad.flags.c_contiguous))):
+    """compare_refcounts of clusters [0, len(computed)): (cluster indices ascending, CMP_* code each, last
+    used cluster or -1).  ``ondisk`` is an array of that length (``bad``: its unreadable ones) or a RefView."""
+    n = len(computed)
+    if not isinstance(ondisk, RefView):
+        ondisk = np.ascontiguousarray(ondisk)
+    if ((not isinstance(ondisk, RefView) and len(ondisk) != n) or computed.dtype not in _COUNTER_DTYPES
+            or not _ondisk_ok(ondisk, bad)):
         raise FormatError("refcount comparison", None, _ERRORS[-2])
     if _backend == "native":
-        ondisk = np.ascontiguousarray(ondisk)
         computed = np.ascontiguousarray(computed)
+        od, _keep = _ondisk_arg(ondisk, bad)
         cap = 1024
         while True:
             idx, what = np.empty(cap, np.uint64), np.empty(cap, np.uint8)
             last = _ffi.new("int64_t *")
-            r = _check(_lib.isn_refcmp(_pv(ondisk), ondisk.dtype.itemsize, _pv(computed), computed.dtype.itemsize,
-                                       _pv(bad) if bad is not None else _ffi.NULL, n, _p(idx), _p(what), cap, last,
+            r = _check(_lib.isn_refcmp(od, _pv(computed), computed.dtype.itemsize, n, _p(idx), _p(what), cap, last,
                                        threads),
                        "refcount comparison", None)
             if r <= cap:
                 return idx[:r].astype(np.int64), what[:r].copy(), int(last[0])
             cap = r
+    if isinstance(ondisk, RefView):
+        ondisk, bad = ondisk.dense(n)
     what = np.zeros(n, np.uint8)
     diff = ondisk != computed
     if bad is not None:

@@ -1,9 +1,12 @@
 /* Fused qcow2 check kernels (see imgscope_native.h for the contract). */
 #define _POSIX_C_SOURCE 200809L
+#define _FILE_OFFSET_BITS 64
 #include "imgscope_native.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <string.h>
+#include <unistd.h>
 
 #define L2E_OFFSET_MASK 0x00FFFFFFFFFFFE00ULL
 #define L2E_STD_RESERVED_MASK 0x3F000000000001FEULL
@@ -51,6 +54,86 @@ static inline void set_counter(void *p, int width, size_t i, uint64_t v)
 static int valid_width(int w, int allow8)
 {
     return w == 1 || w == 2 || w == 4 || (allow8 && w == 8);
+}
+
+/* ---- on-disk refcounts (isn_ondisk), dense or read in place ----
+ * OD, a compile-time constant naming the common kinds (each instantiates the kernels once more):
+ * 2 and 8 for dense counters of that width, 0 for other dense ones; 18 for 16-bit counters read in
+ * place (qemu's default), 16 for other in-place ones. */
+typedef struct {
+    isn_ondisk o;
+    unsigned epb;  /* in place: log2 of the counters per block */
+    int nb;        /* in place: bytes per counter, 0 when narrower */
+} odsrc;
+
+static int od_code(const isn_ondisk *o)
+{
+    return o->width ? (o->width == 2 || o->width == 8 ? o->width : 0) : o->order == 4 ? 18 : 16;
+}
+
+/* a checked copy of *o (every in-place block inside base), or ISN_EARG / ISN_EBOUNDS */
+static int od_init(const isn_ondisk *o, odsrc *s)
+{
+    if (!o)
+        return ISN_EARG;
+    s->o = *o;
+    s->epb = 0;
+    if (o->width)
+        return valid_width(o->width, 1) && (o->dense || !o->n) ? ISN_OK : ISN_EARG;
+    if (o->order < 0 || o->order > 6 || o->cluster_bits < 9 || o->cluster_bits > 30 || (o->nblk && !o->blk))
+        return ISN_EARG;
+    const uint64_t cs = 1ULL << o->cluster_bits;
+    for (size_t b = 0; b < o->nblk; b++) {
+        const uint64_t off = o->blk[b];
+        if (off < ISN_RB_NONE && (!o->base || off > o->baselen || o->baselen - off < cs))
+            return ISN_EBOUNDS;
+    }
+    s->epb = (unsigned)(o->cluster_bits + 3 - o->order);
+    s->nb = o->order >= 3 ? 1 << (o->order - 3) : 0;
+    return ISN_OK;
+}
+
+static inline __attribute__((always_inline)) uint64_t be_n(const uint8_t *p, const int NB)
+{
+    uint64_t v = 0;
+    for (int q = 0; q < NB; q++)
+        v = (v << 8) | p[q];
+    return v;
+}
+
+/* the start of counter c's bytes (NULL: it reads as 0 or is unreadable, *blk says which) */
+static inline __attribute__((always_inline)) const uint8_t *od_at(const odsrc *s, const int OD, size_t c, uint64_t *blk)
+{
+    if (OD < 16) {
+        *blk = c < s->o.n ? (s->o.bad && s->o.bad[c] ? ISN_RB_BAD : 0) : ISN_RB_NONE;
+        return *blk ? NULL : (const uint8_t *)s->o.dense + c * (size_t)(OD ? OD : s->o.width);
+    }
+    const size_t b = c >> s->epb;
+    *blk = b < s->o.nblk ? s->o.blk[b] : ISN_RB_NONE;
+    if (*blk >= ISN_RB_NONE)
+        return NULL;
+    const size_t k = c & (((size_t)1 << s->epb) - 1);
+    return s->o.base + *blk + (OD == 18 ? k * 2 : s->nb ? k * (size_t)s->nb : k >> (3 - s->o.order));
+}
+
+/* the on-disk refcount of cluster c: 0 when it reads as 0 or is unreadable (then *unreadable = 1) */
+static inline __attribute__((always_inline)) uint64_t od_get(const odsrc *s, const int OD, size_t c, int *unreadable)
+{
+    uint64_t blk;
+    const uint8_t *p = od_at(s, OD, c, &blk);
+    if (!p) {
+        *unreadable = blk == ISN_RB_BAD;
+        return 0;
+    }
+    if (OD < 16)
+        return get_counter(p, OD ? OD : s->o.width, 0);
+    if (OD == 18)
+        return be_n(p, 2);
+    if (!s->nb) {
+        const unsigned bits = 1u << s->o.order, per = 8u >> s->o.order;
+        return (*p >> ((c % per) * bits)) & ((1u << bits) - 1);
+    }
+    return be_n(p, s->nb);
 }
 
 /* saturating add of w references to counter c; returns the refused increments */
@@ -146,11 +229,10 @@ static inline int past_eof(uint64_t off, uint64_t len, uint64_t file_size, uint6
 
 /* One table: does any entry need a finding of check_refcounts_l2 (returns 1)?  Otherwise 2 when an
  * active table's COPIED flag disagrees with an on-disk refcount (the table is still counted), else 0.
- * W_OD is the on-disk counter width. */
+ * OD: the on-disk refcounts' kind (odsrc). */
 static inline __attribute__((always_inline)) int table_dirty(
     const uint8_t *buf, size_t buflen, uint64_t base, int inside, size_t l2e, int cb, int extended, int data_file,
-    uint64_t file_size, size_t ncounts, uint64_t act, const void *ondisk, const int W_OD, size_t nondisk,
-    const uint8_t *bad, size_t *lo, size_t *hi)
+    uint64_t file_size, size_t ncounts, uint64_t act, const odsrc *od, const int OD, size_t *lo, size_t *hi)
 {
     size_t first = l2e, end = 0;
     int copied = 0;
@@ -179,9 +261,9 @@ static inline __attribute__((always_inline)) int table_dirty(
             if (host >= file_size || (host >> cb) >= ncounts)
                 return 1;
             if (act) {
-                const size_t c = (size_t)(host >> cb);
-                const uint64_t rc = c < nondisk ? get_counter(ondisk, W_OD, c) : 0;
-                if (!(bad && c < nondisk && bad[c]) && ((rc == 1) != ((raw & OFLAG_COPIED) != 0)))
+                int unreadable = 0;
+                const uint64_t rc = od_get(od, OD, (size_t)(host >> cb), &unreadable);
+                if (!unreadable && ((rc == 1) != ((raw & OFLAG_COPIED) != 0)))
                     copied = 1;
             }
             continue;
@@ -207,13 +289,10 @@ static inline __attribute__((always_inline)) int table_dirty(
             return 1;
         if (act) {
             uint64_t rc = 1;
-            int ok = 1;
-            if (!data_file) {
-                const size_t c = (size_t)(e.host >> cb);
-                rc = c < nondisk ? get_counter(ondisk, W_OD, c) : 0;
-                ok = !(bad && c < nondisk && bad[c]);
-            }
-            if (ok && ((rc == 1) != ((e.flags & ISN_F_COPIED) != 0)))
+            int unreadable = 0;
+            if (!data_file)
+                rc = od_get(od, OD, (size_t)(e.host >> cb), &unreadable);
+            if (!unreadable && ((rc == 1) != ((e.flags & ISN_F_COPIED) != 0)))
                 copied = 1;
         }
     }
@@ -341,8 +420,7 @@ static inline uint8_t *cell(cview *v, const int PAR, const int W, size_t c)
  * table_dirty/table_count), or -1 when a thread's view has no room for a private block (PAR). */
 static inline __attribute__((always_inline)) int table_fast(
     const uint8_t *tab, const int ACT, const int PAR, int cb, uint64_t limit, cview *v, const int W_C, uint64_t w,
-    uint64_t maxval, const void *ondisk, const int W_OD, size_t nondisk, const uint8_t *bad, size_t l2e,
-    int64_t *used, int64_t *ts, int64_t *tf, int *copied)
+    uint64_t maxval, const odsrc *od, const int OD, size_t l2e, int64_t *used, int64_t *ts, int64_t *tf, int *copied)
 {
     const uint64_t cs = 1ULL << cb;
     const uint64_t slow_bits = OFLAG_COMPRESSED | L2E_STD_RESERVED_MASK | 1ULL | (cs - 1);
@@ -358,8 +436,10 @@ static inline __attribute__((always_inline)) int table_fast(
              * active table, the on-disk refcounts 128 clusters past the last one counted */
             __builtin_prefetch(tab + (l2e - b > 128 ? b + 128 : b) * 8);
             if (ACT) {
-                const size_t ahead = (size_t)(prev >> cb) + 128;
-                __builtin_prefetch((const uint8_t *)ondisk + (ahead < nondisk ? ahead : 0) * W_OD);
+                uint64_t blk;
+                const uint8_t *p = od_at(od, OD, (size_t)(prev >> cb) + 128, &blk);
+                if (p)
+                    __builtin_prefetch(p);
             }
             uint64_t any = 0;
             for (size_t k = b; k < e; k++) {
@@ -387,8 +467,9 @@ static inline __attribute__((always_inline)) int table_fast(
             if (n > maxval || w > maxval - n)  /* an overflow: its report is table_count's */
                 goto take_back;
             if (ACT) {
-                const uint64_t od = c < nondisk ? get_counter(ondisk, W_OD, c) : 0;
-                if (!(bad && c < nondisk && bad[c]) && ((od == 1) != (raw >> 63)))
+                int unreadable = 0;
+                const uint64_t rc = od_get(od, OD, c, &unreadable);
+                if (!unreadable && ((rc == 1) != (raw >> 63)))
                     cp = 1;
             }
             st(p, W_C, n + w);
@@ -415,8 +496,10 @@ take_back:  /* entries [0, j) were counted without saturating: subtract them aga
 }
 
 typedef struct {
-    const uint8_t *buf;
+    const uint8_t *buf;  /* the tables' bytes, or NULL: each table is read from fd into a thread's buffer */
     size_t buflen;
+    int fd;
+    int *ioerr;          /* set when a read fails */
     const uint64_t *toff;
     const uint32_t *weight, *active;
     size_t ntables, l2e;
@@ -425,11 +508,10 @@ typedef struct {
     void *counts;
     size_t ncounts;
     uint64_t maxval;
-    const void *ondisk;
-    size_t nondisk;
-    const uint8_t *bad;
+    odsrc od;
     uint8_t *dirty;
     uint64_t limit;  /* table_fast's bound on host offsets: below the file size and inside the counters */
+    uint8_t *tbuf;   /* reading scans: one table's bytes per thread */
 } scan_args;
 
 typedef struct {
@@ -438,19 +520,52 @@ typedef struct {
 
 #define DEFERRED 0xFF  /* dirty[t] of a table a scan thread left for the serial pass */
 
-/* Table t (inside the buffer, standard entries) through table_fast in view v; when it was counted (1),
- * its class and BlockFragInfo are recorded.  Returns table_fast's answer. */
-static inline __attribute__((always_inline)) int count_fast(const scan_args *a, size_t t, const int PAR, cview *v,
-                                                            const int W_C, const int W_OD, scan_acc *acc)
+/* Where table t's bytes are: *base in *buf of *buflen bytes.  Read from fd into mine (its l2e entries,
+ * zeros past the end of the file) when the scan reads; false, with *ioerr set, when the read fails. */
+static int table_at(const scan_args *a, size_t t, uint8_t *mine, const uint8_t **buf, size_t *buflen, uint64_t *base)
+{
+    if (a->buf || a->fd < 0) {
+        *buf = a->buf;
+        *buflen = a->buflen;
+        *base = a->toff[t];
+        return 1;
+    }
+    const size_t tb = a->l2e * (a->extended ? 16 : 8);
+    const uint64_t off = a->toff[t];
+    size_t got = 0;
+    while (got < tb && off < a->buflen && a->buflen - off > got) {
+        const size_t want = a->buflen - off - got < tb - got ? (size_t)(a->buflen - off - got) : tb - got;
+        const ssize_t r = pread(a->fd, mine + got, want, (off_t)(off + got));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            __atomic_store_n(a->ioerr, 1, __ATOMIC_RELAXED);
+            return 0;
+        }
+        if (r == 0)
+            break;
+        got += (size_t)r;
+    }
+    memset(mine + got, 0, tb - got);
+    *buf = mine;
+    *buflen = tb;
+    *base = 0;
+    return 1;
+}
+
+/* Table t (at tab, standard entries) through table_fast in view v; when it was counted (1), its class
+ * and BlockFragInfo are recorded.  Returns table_fast's answer. */
+static inline __attribute__((always_inline)) int count_fast(const scan_args *a, size_t t, const uint8_t *tab,
+                                                            const int PAR, cview *v, const int W_C, const int OD,
+                                                            scan_acc *acc)
 {
     const uint64_t act = a->active[t];
-    const uint8_t *tab = a->buf + a->toff[t];
     int64_t ts, tf;
     int cp;
-    const int fast = act ? table_fast(tab, 1, PAR, a->cb, a->limit, v, W_C, a->weight[t], a->maxval, a->ondisk, W_OD,
-                                      a->nondisk, a->bad, a->l2e, &acc->used, &ts, &tf, &cp)
-                         : table_fast(tab, 0, PAR, a->cb, a->limit, v, W_C, a->weight[t], a->maxval, a->ondisk, W_OD,
-                                      a->nondisk, a->bad, a->l2e, &acc->used, &ts, &tf, &cp);
+    const int fast = act ? table_fast(tab, 1, PAR, a->cb, a->limit, v, W_C, a->weight[t], a->maxval, &a->od, OD,
+                                      a->l2e, &acc->used, &ts, &tf, &cp)
+                         : table_fast(tab, 0, PAR, a->cb, a->limit, v, W_C, a->weight[t], a->maxval, &a->od, OD,
+                                      a->l2e, &acc->used, &ts, &tf, &cp);
     if (fast == 1) {
         a->dirty[t] = cp ? 2 : 0;
         acc->nalloc += (int64_t)act * ts;
@@ -459,26 +574,29 @@ static inline __attribute__((always_inline)) int count_fast(const scan_args *a, 
     return fast;
 }
 
-/* Table t, serially, everything check_refcounts_l2 needs. */
-static inline __attribute__((always_inline)) void scan_table(const scan_args *a, size_t t, const int W_C,
-                                                             const int W_OD, scan_acc *acc)
+/* Table t, serially (mine: the buffer a reading scan reads it into), everything check_refcounts_l2 needs. */
+static inline __attribute__((always_inline)) void scan_table(const scan_args *a, size_t t, uint8_t *mine,
+                                                             const int W_C, const int OD, scan_acc *acc)
 {
     const size_t esz = a->extended ? 16 : 8;
-    const uint64_t base = a->toff[t];
-    if (base >= a->buflen) {  /* reads as zeros: nothing to count (and base + j * esz could wrap past 2^64) */
+    const uint8_t *buf;
+    size_t buflen;
+    uint64_t base;
+    if (!table_at(a, t, mine, &buf, &buflen, &base) || base >= buflen) {
+        /* unread, or reads as zeros: nothing to count (and base + j * esz could wrap past 2^64) */
         a->dirty[t] = 0;
         return;
     }
-    const int inside = (a->buflen - base) / esz >= a->l2e;
+    const int inside = (buflen - base) / esz >= a->l2e;
     const uint64_t act = a->active[t];
     if (inside && !a->extended && !a->data_file && a->limit) {
         cview v = {.counts = a->counts};
-        if (count_fast(a, t, 0, &v, W_C, W_OD, acc) == 1)
+        if (count_fast(a, t, buf + base, 0, &v, W_C, OD, acc) == 1)
             return;
     }
     size_t lo = 0, hi = 0;
-    const int d = table_dirty(a->buf, a->buflen, base, inside, a->l2e, a->cb, a->extended, a->data_file,
-                              a->file_size, a->ncounts, act, a->ondisk, W_OD, a->nondisk, a->bad, &lo, &hi);
+    const int d = table_dirty(buf, buflen, base, inside, a->l2e, a->cb, a->extended, a->data_file,
+                              a->file_size, a->ncounts, act, &a->od, OD, &lo, &hi);
     if (d == 1) {
         a->dirty[t] = 1;
         acc->ndirty++;
@@ -486,7 +604,7 @@ static inline __attribute__((always_inline)) void scan_table(const scan_args *a,
     }
     a->dirty[t] = (uint8_t)d;
     int64_t tc, ts, tf;
-    acc->over += table_count(a->buf, a->buflen, base, inside, lo, hi, a->cb, a->extended, a->data_file, a->counts,
+    acc->over += table_count(buf, buflen, base, inside, lo, hi, a->cb, a->extended, a->data_file, a->counts,
                              W_C, a->weight[t], a->maxval, &acc->used, &tc, &ts, &tf);
     acc->ncomp += (int64_t)act * tc;
     acc->nalloc += (int64_t)act * (tc + ts);
@@ -496,16 +614,19 @@ static inline __attribute__((always_inline)) void scan_table(const scan_args *a,
 /* A scan thread's share, tables [lo, hi): the ones table_fast counts in one pass; the others (and all
  * after the thread's private blocks run out) are marked DEFERRED for the serial pass. */
 static inline __attribute__((always_inline)) void scan_part(const scan_args *a, size_t lo, size_t hi, cview *v,
-                                                            const int W_C, const int W_OD, scan_acc *acc)
+                                                            uint8_t *mine, const int W_C, const int OD,
+                                                            scan_acc *acc)
 {
     int stop = 0;
     for (size_t t = lo; t < hi; t++) {
-        const uint64_t base = a->toff[t];
-        if (stop || base >= a->buflen || (a->buflen - base) / 8 < a->l2e) {
+        const uint8_t *buf;
+        size_t buflen;
+        uint64_t base;
+        if (stop || !table_at(a, t, mine, &buf, &buflen, &base) || base >= buflen || (buflen - base) / 8 < a->l2e) {
             a->dirty[t] = DEFERRED;
             continue;
         }
-        const int fast = count_fast(a, t, 1, v, W_C, W_OD, acc);
+        const int fast = count_fast(a, t, buf + base, 1, v, W_C, OD, acc);
         if (fast != 1) {
             a->dirty[t] = DEFERRED;
             stop = fast < 0;
@@ -513,12 +634,13 @@ static inline __attribute__((always_inline)) void scan_part(const scan_args *a, 
     }
 }
 
-#define ODW(X, WC) (wod == 1 ? X(WC, 1) : wod == 2 ? X(WC, 2) : wod == 4 ? X(WC, 4) : X(WC, 8))
+#define ODW(X, WC) (wod == 18 ? X(WC, 18) : wod == 2 ? X(WC, 2) : wod == 8 ? X(WC, 8) : wod == 16 ? X(WC, 16) : \
+                    X(WC, 0))
 #define WIDTHS(X) (wc == 1 ? ODW(X, 1) : wc == 2 ? ODW(X, 2) : ODW(X, 4))
 
-static void scan_table_w(const scan_args *a, size_t t, int wc, int wod, scan_acc *acc)
+static void scan_table_w(const scan_args *a, size_t t, uint8_t *mine, int wc, int wod, scan_acc *acc)
 {
-#define X(WC, WOD) scan_table(a, t, WC, WOD, acc)
+#define X(WC, WOD) scan_table(a, t, mine, WC, WOD, acc)
     WIDTHS(X);
 #undef X
 }
@@ -528,6 +650,7 @@ typedef struct {
     size_t lo, hi;
     int wc, wod;
     cview v;
+    uint8_t *mine;
     scan_acc acc;
 } scan_job;
 
@@ -535,7 +658,7 @@ static void *scan_thread(void *arg)
 {
     scan_job *j = arg;
     const int wc = j->wc, wod = j->wod;
-#define X(WC, WOD) scan_part(j->a, j->lo, j->hi, &j->v, WC, WOD, &j->acc)
+#define X(WC, WOD) scan_part(j->a, j->lo, j->hi, &j->v, j->mine, WC, WOD, &j->acc)
     WIDTHS(X);
 #undef X
     return NULL;
@@ -606,6 +729,7 @@ static int scan_threads(const scan_args *a, int wc, int wod, int nthreads, uint8
         j->v = (cview){.counts = a->counts, .owner = owner, .priv = priv + (size_t)k * l.nregions,
                        .blocks = blocks + (size_t)k * l.nblocks * block_bytes, .nblocks = l.nblocks,
                        .rbits = l.rbits, .me = (uint8_t)(k + 1)};
+        j->mine = a->tbuf ? a->tbuf + (size_t)k * a->l2e * (a->extended ? 16 : 8) : NULL;
     }
     for (int k = 1; k < nthreads; k++)
         started[k] = pthread_create(&tid[k], NULL, scan_thread, &jobs[k]) == 0;
@@ -640,32 +764,45 @@ static int scan_threads(const scan_args *a, int wc, int wod, int nthreads, uint8
     memset(owner, 0, l.nregions);
     for (size_t t = 0; t < a->ntables; t++)
         if (a->dirty[t] == DEFERRED)
-            scan_table_w(a, t, wc, wod, acc);
+            scan_table_w(a, t, a->tbuf, wc, wod, acc);
     return 0;
 }
 
 int64_t isn_l2_scan(const uint8_t *buf, size_t buflen, const uint64_t *toff, const uint32_t *weight,
                     const uint32_t *active, size_t ntables, size_t l2e, int cluster_bits, int extended,
                     int data_file, uint64_t file_size, void *counts, int counts_width, size_t ncounts,
-                    uint64_t maxval, const void *ondisk, int ondisk_width, size_t nondisk, const uint8_t *bad,
-                    int64_t *stats, uint8_t *dirty, int nthreads, uint8_t *scratch, size_t scratch_len)
+                    uint64_t maxval, const isn_ondisk *ondisk, int64_t *stats, uint8_t *dirty, int nthreads,
+                    uint8_t *scratch, size_t scratch_len, int fd, uint8_t *tbuf, size_t tbuf_len)
 {
-    if (cluster_bits < 9 || cluster_bits > 30 || !valid_width(counts_width, 0) || !valid_width(ondisk_width, 1))
+    odsrc od;
+    const int odrc = od_init(ondisk, &od);
+    if (odrc)
+        return odrc;
+    if (cluster_bits < 9 || cluster_bits > 30 || !valid_width(counts_width, 0))
         return ISN_EARG;
     if (l2e == 0 || l2e > (1u << 28))
         return ISN_EARG;
+    const size_t tb = l2e * (extended ? 16 : 8);
+    if (fd >= 0 && (buf || !tbuf || tbuf_len < tb))
+        return ISN_EARG;
+    if (fd >= 0 && tbuf_len / tb < (size_t)nthreads)  /* a table's buffer per thread, or one thread */
+        nthreads = 1;
+    int ioerr = 0;
     const uint64_t wmax = counts_width == 4 ? 0xFFFFFFFFULL : ((1ULL << (8 * counts_width)) - 1);
     const int cb = cluster_bits;
-    scan_args a = {buf, buflen, toff, weight, active, ntables, l2e, cb, extended, data_file, file_size, counts,
-                   ncounts, maxval > wmax ? wmax : maxval, ondisk, nondisk, bad, dirty,
+    scan_args a = {buf, buflen, fd, &ioerr, toff, weight, active, ntables, l2e, cb, extended, data_file, file_size,
+                   counts, ncounts, maxval > wmax ? wmax : maxval, od, dirty,
                    ncounts > (UINT64_MAX >> cb) ? file_size
-                   : ((uint64_t)ncounts << cb) < file_size ? (uint64_t)ncounts << cb : file_size};
+                   : ((uint64_t)ncounts << cb) < file_size ? (uint64_t)ncounts << cb : file_size,
+                   fd >= 0 ? tbuf : NULL};
     scan_acc acc = {0};
-    const int wc = counts_width, wod = ondisk_width;
+    const int wc = counts_width, wod = od_code(ondisk);
     if (extended || data_file || !a.limit ||
         scan_threads(&a, wc, wod, nthreads, scratch, scratch_len, &acc) < 0)
         for (size_t t = 0; t < ntables; t++)
-            scan_table_w(&a, t, wc, wod, &acc);
+            scan_table_w(&a, t, a.tbuf, wc, wod, &acc);
+    if (ioerr)
+        return ISN_EIO;
     stats[0] = acc.ncomp;
     stats[1] = acc.nalloc;
     stats[2] = acc.nfrag;
@@ -826,32 +963,71 @@ int64_t isn_refblocks_gather(const uint8_t *buf, size_t buflen, uint64_t file_si
     return nbad;
 }
 
-/* compare_refcounts over clusters [lo, hi): the records (at most cap written), *last as isn_refcmp's */
+/* do the in-place counters of NB bytes at p equal computed[i, i + run) (NB bytes each)? */
+static inline int run_equal(const uint8_t *p, const int NB, const void *computed, size_t i, size_t run)
+{
+    const uint8_t *q = (const uint8_t *)computed + i * (size_t)NB;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    return !memcmp(p, q, run * (size_t)NB);
+#else
+    uint64_t d = 0;
+    if (NB == 1)
+        return !memcmp(p, q, run);
+    if (NB == 2) {  /* four counters per 64-bit word: swap the bytes of each 16-bit lane */
+        for (size_t j = 0; j + 8 <= run * 2; j += 8) {
+            uint64_t x, y;
+            memcpy(&x, p + j, 8);
+            memcpy(&y, q + j, 8);
+            d |= (((x & 0x00FF00FF00FF00FFULL) << 8) | ((x >> 8) & 0x00FF00FF00FF00FFULL)) ^ y;
+        }
+        return !d;
+    }
+    for (size_t j = 0; j < run; j++)
+        d |= be_n(p + j * (size_t)NB, NB) ^ get_counter(computed, NB, i + j);
+    return !d;
+#endif
+}
+
+/* compare_refcounts over clusters [lo, hi): the records (at most cap written), *last as isn_refcmp's.
+ * Runs of 512 counters (at most a block's) with nothing to report are passed over at once. */
 static inline __attribute__((always_inline)) int64_t refcmp_impl(
-    const void *ondisk, const int W_OD, const void *computed, const int W_C, const uint8_t *bad, size_t lo,
-    size_t hi, uint64_t *idx, uint8_t *what, size_t cap, int64_t *last_used)
+    const odsrc *od, const int OD, const void *computed, const int W_C, size_t lo, size_t hi, uint64_t *idx,
+    uint8_t *what, size_t cap, int64_t *last_used)
 {
     int64_t r = 0, last = -1;
-    const size_t run = 512;  /* counters compared at once (memcmp) when both arrays have one width */
+    const size_t run = OD < 16 || od->epb >= 9 ? 512 : (size_t)1 << od->epb;
     for (size_t i = lo; i < hi; i++) {
-        if (W_OD == W_C && !bad && (i - lo) % run == 0 && hi - i >= run &&
-            !memcmp((const uint8_t *)ondisk + i * W_C, (const uint8_t *)computed + i * W_C, run * W_C)) {
-            size_t k = i + run;  /* equal: only the last non-zero counter is left to note */
-            while (k > i && !get_counter(ondisk, W_OD, k - 1))
-                k--;
-            if (k > i)
-                last = (int64_t)(k - 1);
-            i += run - 1;
-            continue;
+        if (!(i & (run - 1)) && hi - i >= run) {
+            int same = 0;
+            if (OD < 16) {  /* dense: equal widths and no unreadable counters compare with memcmp */
+                same = od->o.width == W_C && !od->o.bad && i + run <= od->o.n &&
+                       !memcmp((const uint8_t *)od->o.dense + i * W_C, (const uint8_t *)computed + i * W_C, run * W_C);
+            } else {
+                uint64_t blk;
+                const uint8_t *p = od_at(od, OD, i, &blk);
+                if (p && (OD == 18 ? 2 : od->nb) == W_C) {
+                    same = run_equal(p, W_C, computed, i, run);
+                } else if (!p && blk == ISN_RB_NONE) {  /* no block: equal where nothing is counted */
+                    uint64_t any = 0;
+                    for (size_t k = i; k < i + run; k++)
+                        any |= get_counter(computed, W_C, k);
+                    same = !any;
+                }
+            }
+            if (same) {  /* equal: only the last non-zero counter is left to note */
+                size_t k = i + run;
+                while (k > i && !get_counter(computed, W_C, k - 1))
+                    k--;
+                if (k > i)
+                    last = (int64_t)(k - 1);
+                i += run - 1;
+                continue;
+            }
         }
-        const uint64_t d = get_counter(ondisk, W_OD, i), c = get_counter(computed, W_C, i);
-        if (!bad && d == c) {  /* the common case: equal counters, no unreadable blocks */
-            if (d)
-                last = (int64_t)i;
-            continue;
-        }
+        int unreadable = 0;
+        const uint64_t d = od_get(od, OD, i, &unreadable), c = get_counter(computed, W_C, i);
         uint8_t k = 0;
-        if (bad && bad[i]) {
+        if (unreadable) {
             k = ISN_CMP_UNREADABLE;
         } else {
             if (d || c)
@@ -871,30 +1047,19 @@ static inline __attribute__((always_inline)) int64_t refcmp_impl(
     return r;
 }
 
-#define REFCMP(WOD, WC) refcmp_impl(ondisk, WOD, computed, WC, bad, lo, hi, idx, what, cap, last_used)
-#define REFCMP_C(WOD) (computed_width == 1 ? REFCMP(WOD, 1) : computed_width == 2 ? REFCMP(WOD, 2) : \
-                       REFCMP(WOD, 4))
-
-static int64_t refcmp_range(const void *ondisk, int ondisk_width, const void *computed, int computed_width,
-                            const uint8_t *bad, size_t lo, size_t hi, uint64_t *idx, uint8_t *what, size_t cap,
-                            int64_t *last_used)
+static int64_t refcmp_range(const odsrc *od, const void *computed, int computed_width, size_t lo, size_t hi,
+                            uint64_t *idx, uint8_t *what, size_t cap, int64_t *last_used)
 {
-    if (ondisk_width == computed_width) {  /* the check's usual pairing */
-        if (ondisk_width == 1)
-            return REFCMP(1, 1);
-        if (ondisk_width == 2)
-            return REFCMP(2, 2);
-        if (ondisk_width == 4)
-            return REFCMP(4, 4);
-    }
-    return ondisk_width == 1 ? REFCMP_C(1) : ondisk_width == 2 ? REFCMP_C(2) : ondisk_width == 4 ? REFCMP_C(4)
-                                                                                                 : REFCMP_C(8);
+    const int wc = computed_width, wod = od_code(&od->o);
+#define X(WC, WOD) refcmp_impl(od, WOD, computed, WC, lo, hi, idx, what, cap, last_used)
+    return WIDTHS(X);
+#undef X
 }
 
 typedef struct {
-    const void *ondisk, *computed;
-    int ow, cw;
-    const uint8_t *bad;
+    const odsrc *od;
+    const void *computed;
+    int cw;
     size_t lo, hi;
     int64_t records, last;
 } refcmp_job;
@@ -902,25 +1067,28 @@ typedef struct {
 static void *refcmp_thread(void *arg)  /* counts its range's records, writes none */
 {
     refcmp_job *j = arg;
-    j->records = refcmp_range(j->ondisk, j->ow, j->computed, j->cw, j->bad, j->lo, j->hi, NULL, NULL, 0, &j->last);
+    j->records = refcmp_range(j->od, j->computed, j->cw, j->lo, j->hi, NULL, NULL, 0, &j->last);
     return NULL;
 }
 
-int64_t isn_refcmp(const void *ondisk, int ondisk_width, const void *computed, int computed_width,
-                   const uint8_t *bad, size_t n, uint64_t *idx, uint8_t *what, size_t cap, int64_t *last_used,
-                   int nthreads)
+int64_t isn_refcmp(const isn_ondisk *ondisk, const void *computed, int computed_width, size_t n, uint64_t *idx,
+                   uint8_t *what, size_t cap, int64_t *last_used, int nthreads)
 {
-    if (!valid_width(ondisk_width, 1) || !valid_width(computed_width, 0))
+    odsrc od;
+    const int rc = od_init(ondisk, &od);
+    if (rc)
+        return rc;
+    if (!valid_width(computed_width, 0))
         return ISN_EARG;
     if (nthreads < 2 || nthreads > SCAN_MAX_THREADS || n < ((size_t)1 << 16) * (size_t)nthreads)
-        return refcmp_range(ondisk, ondisk_width, computed, computed_width, bad, 0, n, idx, what, cap, last_used);
+        return refcmp_range(&od, computed, computed_width, 0, n, idx, what, cap, last_used);
     /* threads count the records of their ranges; the ranges with any are then written in order */
     refcmp_job jobs[SCAN_MAX_THREADS];
     pthread_t tid[SCAN_MAX_THREADS];
     int started[SCAN_MAX_THREADS] = {0};
     for (int k = 0; k < nthreads; k++)
-        jobs[k] = (refcmp_job){ondisk, computed, ondisk_width, computed_width, bad,
-                               n * (size_t)k / (size_t)nthreads, n * (size_t)(k + 1) / (size_t)nthreads, 0, -1};
+        jobs[k] = (refcmp_job){&od, computed, computed_width, n * (size_t)k / (size_t)nthreads,
+                               n * (size_t)(k + 1) / (size_t)nthreads, 0, -1};
     for (int k = 1; k < nthreads; k++)
         started[k] = pthread_create(&tid[k], NULL, refcmp_thread, &jobs[k]) == 0;
     refcmp_thread(&jobs[0]);
@@ -933,8 +1101,8 @@ int64_t isn_refcmp(const void *ondisk, int ondisk_width, const void *computed, i
         refcmp_job *j = &jobs[k];
         if (j->records && (size_t)total < cap) {
             int64_t ignored;
-            refcmp_range(ondisk, ondisk_width, computed, computed_width, bad, j->lo, j->hi, idx + total,
-                         what + total, cap - (size_t)total, &ignored);
+            refcmp_range(&od, computed, computed_width, j->lo, j->hi, idx + total, what + total, cap - (size_t)total,
+                         &ignored);
         }
         total += j->records;
         if (j->last >= 0)

@@ -2,7 +2,8 @@
  *
  * Every function checks each length against the buffer it was given and
  * returns a negative ISN_E* code instead of reading or writing out of bounds.
- * No I/O, no allocation: Python owns files, memory and error reporting (isn_l2_scan may start threads).
+ * No allocation: Python owns files, memory and error reporting.  isn_l2_scan may start threads, and
+ * reads tables with pread(2) when given a file descriptor (the only I/O here).
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -11,6 +12,7 @@
 #define ISN_EBOUNDS -1   /* a buffer is shorter than the entries asked for */
 #define ISN_EARG -2      /* an argument is out of its valid range */
 #define ISN_EVALUE -3    /* a value does not fit the encoding */
+#define ISN_EIO -4       /* reading the file failed (isn_l2_scan with a file descriptor) */
 
 /* L2 entry classes (qemu's QCow2ClusterType order) */
 #define ISN_UNALLOCATED 0
@@ -73,13 +75,35 @@ int64_t isn_unit_runs(const uint8_t *kind, const uint64_t *host, const uint32_t 
 int64_t isn_add_refs_w(void *counts, int width, size_t ncounts, const uint64_t *off, const uint64_t *len,
                        const uint32_t *weight, size_t n, int cluster_bits, uint64_t maxval);
 
+/* On-disk refcounts, as the check reads them.  Dense (width 1, 2, 4 or 8): n host-order counters of
+ * that width (0 past n), and with bad a flag per counter marking the unreadable ones.  In place
+ * (width 0): the counters of 2^order bits (order 0..6) in the refcount blocks of a file's bytes base
+ * (baselen bytes), in the on-disk encoding; the counters of refcount-table index b (2^(cluster_bits + 3
+ * - order) of them) are in the block at byte blk[b] of base, which must lie wholly inside base, or
+ * read as 0 (ISN_RB_NONE, and every index at or past nblk) or are unreadable (ISN_RB_BAD).  A block
+ * past baselen or other argument out of range makes the kernels return ISN_EBOUNDS or ISN_EARG. */
+#define ISN_RB_NONE 0xFFFFFFFFFFFFFFFEULL
+#define ISN_RB_BAD 0xFFFFFFFFFFFFFFFFULL
+typedef struct {
+    int width;
+    const void *dense;
+    size_t n;
+    const uint8_t *bad;
+    const uint8_t *base;
+    size_t baselen;
+    const uint64_t *blk;
+    size_t nblk;
+    int order;
+    int cluster_bits;
+} isn_ondisk;
+
 /* check_refcounts_l2 over ntables qcow2 L2 tables of l2e entries, table t at byte toff[t] of buf
  * (bytes at or past buflen read as zero, as qemu reads past EOF).  A table is "dirty" (dirty[t] = 1,
  * nothing counted) when any entry needs a finding: reserved bits, an unaligned cluster, COPIED on a
  * compressed entry, a compressed entry with a data file or a subcluster bitmap, a bad subcluster
  * bitmap, a reference qemu would not count (a cluster or more past file_size) or one outside counts.
  * Otherwise dirty[t] = 2 when active[t] > 0 and an allocated entry's COPIED flag disagrees with its
- * on-disk refcount (ondisk[c], 0 past nondisk; skipped where bad[c]; refcount 1 with a data file),
+ * on-disk refcount (from ondisk; skipped where unreadable; refcount 1 with a data file),
  * else 0.  For every table with dirty[t] != 1, weight[t] references per touched cluster are added to
  * counts (saturating at maxval; refused increments are overflows) and, times active[t], BlockFragInfo's
  * compressed/allocated/fragmented counts (contiguity restarts per table).  stats = {compressed,
@@ -90,12 +114,15 @@ int64_t isn_add_refs_w(void *counts, int width, size_t ncounts, const uint64_t *
  * each adding to the counter regions it claimed first and to private blocks in the scratch for the
  * rest, which are added after they end; every other table, and a thread's remaining tables once its
  * private blocks run out, is then scanned serially.  Results equal a serial scan's unless a counter
- * saturates (stats[4] > 0 either way; the order of a threaded scan's refused increments differs). */
+ * saturates (stats[4] > 0 either way; the order of a threaded scan's refused increments differs).
+ * Reading: with fd >= 0 (buf NULL, buflen the file's size), each table is read with pread into the
+ * thread's part of tbuf (l2e entries each; one thread when tbuf cannot hold one per thread), bytes
+ * past buflen as zeros: nothing of the file is mapped.  A failed read returns ISN_EIO. */
 int64_t isn_l2_scan(const uint8_t *buf, size_t buflen, const uint64_t *toff, const uint32_t *weight,
                     const uint32_t *active, size_t ntables, size_t l2e, int cluster_bits, int extended,
                     int data_file, uint64_t file_size, void *counts, int counts_width, size_t ncounts,
-                    uint64_t maxval, const void *ondisk, int ondisk_width, size_t nondisk, const uint8_t *bad,
-                    int64_t *stats, uint8_t *dirty, int nthreads, uint8_t *scratch, size_t scratch_len);
+                    uint64_t maxval, const isn_ondisk *ondisk, int64_t *stats, uint8_t *dirty, int nthreads,
+                    uint8_t *scratch, size_t scratch_len, int fd, uint8_t *tbuf, size_t tbuf_len);
 
 /* Bytes of scratch isn_l2_scan needs to use nthreads threads on ntables tables and ncounts counters of
  * counts_width bytes (0: it scans serially: one thread, fewer than 16 tables per thread or 4 regions of
@@ -111,9 +138,9 @@ int64_t isn_refblocks_gather(const uint8_t *buf, size_t buflen, uint64_t file_si
                              int order, int cluster_bits, void *out, int out_width, size_t n, uint8_t *bad,
                              int nthreads);
 
-/* compare_refcounts: for i in [0, n) ascending, one record (idx, what) per cluster that is unreadable
- * (bad[i]: ISN_CMP_UNREADABLE) or whose on-disk refcount differs from the computed one (ZERO when
- * on-disk is 0, LOW when smaller, HIGH when larger).  At most cap records are written; returns the
+/* compare_refcounts: for i in [0, n) ascending, one record (idx, what) per cluster whose on-disk
+ * refcount is unreadable (ISN_CMP_UNREADABLE) or differs from the computed one (ZERO when on-disk
+ * is 0, LOW when smaller, HIGH when larger).  At most cap records are written; returns the
  * total number (call again with more room when it exceeds cap).  *last_used = the last readable
  * cluster with a non-zero on-disk or computed count, -1 if none.  With nthreads > 1 (and 2^16 clusters
  * per thread) threads first count the records of their ranges. */
@@ -121,6 +148,5 @@ int64_t isn_refblocks_gather(const uint8_t *buf, size_t buflen, uint64_t file_si
 #define ISN_CMP_ZERO 2
 #define ISN_CMP_LOW 3
 #define ISN_CMP_HIGH 4
-int64_t isn_refcmp(const void *ondisk, int ondisk_width, const void *computed, int computed_width,
-                   const uint8_t *bad, size_t n, uint64_t *idx, uint8_t *what, size_t cap, int64_t *last_used,
-                   int nthreads);
+int64_t isn_refcmp(const isn_ondisk *ondisk, const void *computed, int computed_width, size_t n, uint64_t *idx,
+                   uint8_t *what, size_t cap, int64_t *last_used, int nthreads);

@@ -3,6 +3,7 @@ counters) give the same results as their numpy twins in imgscope.native, on rand
 images; and a whole check is the same on both backends and with the fused kernel or without it."""
 from __future__ import annotations
 
+import os
 import subprocess
 
 import numpy as np
@@ -171,16 +172,23 @@ def test_refblocks_gather_threads_equal_serial(threads: int, order: int) -> None
     assert serial[1] is not None and serial[0].any()
 
 
-@SETTINGS
-@given(st.data(), st.integers(0, 6), st.sampled_from([9, 12]))
-def test_refblocks_gather(data: st.DataObject, order: int, cb: int) -> None:
-    draw = data.draw
-    cs = 1 << cb
+def _refcount_file(draw, cs: int) -> tuple[bytes, np.ndarray]:
+    """File bytes and a refcount table naming blocks in it, past it, unaligned, straddling its end."""
     nblocks = draw(st.integers(0, 4))
     size = draw(st.integers(0, (nblocks + 2) * cs))
     buf = draw(st.binary(min_size=size, max_size=size))
     rt = np.array([draw(st.sampled_from([0, 0, cs, 2 * cs, 3 * cs + 512, 4 * cs, (1 << 40), U64]))
                    for _ in range(nblocks)], np.uint64)
+    return buf, rt
+
+
+@SETTINGS
+@given(st.data(), st.integers(0, 6), st.sampled_from([9, 12]))
+def test_refblocks_gather(data: st.DataObject, order: int, cb: int) -> None:
+    draw = data.draw
+    cs = 1 << cb
+    buf, rt = _refcount_file(draw, cs)
+    nblocks, size = len(rt), len(buf)
     per_block = cs * 8 >> order
     n = draw(st.integers(0, per_block * (nblocks + 1)))
     bits = 1 << order
@@ -211,6 +219,116 @@ def test_refcmp(data: st.DataObject, odt: type, cdt: type) -> None:
         assert x.dtype == y.dtype
         np.testing.assert_array_equal(x, y)
     assert a[2] == b[2]
+
+
+@SETTINGS
+@given(st.data(), st.integers(0, 6), st.sampled_from([9, 12]))
+def test_refview_reads_what_the_gather_reads(data: st.DataObject, order: int, cb: int) -> None:
+    """The on-disk refcounts read in place (RefView) equal the gathered ones: values and unreadable
+    clusters, lookups, refcmp and l2_scan's COPIED classes, on both backends; a block running past the
+    end of the buffer refuses the view (only the gather zero-fills it)."""
+    draw = data.draw
+    cs = 1 << cb
+    buf, rt = _refcount_file(draw, cs)
+    nblocks, size = len(rt), len(buf)
+    view = native.refview(buf, rt, order, cb)
+    offs = [int(o) & ~0x1FF for o in rt.tolist()]
+    straddles = any(o and not o % cs and o < size < o + cs for o in offs)
+    assert (view is None) == straddles
+    if view is None:
+        return
+    per_block = cs * 8 >> order
+    n = draw(st.integers(0, per_block * (nblocks + 1)))
+    dt = np.uint64
+    vals, bad = native.refblocks_gather(buf, size, rt, order, cb, n, dt)
+    for be in ("native", "python"):
+        with native.use(be):
+            dv, db = view.dense(n, dt)
+        np.testing.assert_array_equal(dv, vals)
+        assert (db is None) == (bad is None) and (bad is None or np.array_equal(db, bad))
+    idx = np.array(draw(st.lists(st.integers(0, n - 1), max_size=40)) if n else [], np.int64)
+    got, unreadable = view.at(idx)
+    np.testing.assert_array_equal(got, vals[idx].astype(np.int64))
+    np.testing.assert_array_equal(unreadable, bad[idx] if bad is not None else np.zeros(len(idx), bool))
+    rng = np.random.default_rng(draw(st.integers(0, 1000)))
+    computed = np.minimum(vals, 255).astype(np.uint8)
+    flip = rng.random(n) < 0.05
+    computed[flip] = rng.integers(0, 3, int(flip.sum())).astype(np.uint8)
+    want = native.refcmp(vals, computed, bad)
+    for be in ("native", "python"):
+        with native.use(be):
+            got_cmp = native.refcmp(view, computed, None)
+        for x, y in zip(got_cmp[:2], want[:2]):
+            np.testing.assert_array_equal(x, y)
+        assert got_cmp[2] == want[2]
+    # the active tables' COPIED comparison reads the same refcounts (gathered: all the view covers)
+    nall = per_block * nblocks
+    ncl = max(1, nall - 1)
+    all_vals, all_bad = native.refblocks_gather(buf, size, rt, order, cb, nall, dt)
+    words = [(int(c) << cb) | (int(rng.integers(0, 2)) << 63) for c in rng.integers(1, ncl + 1, 32)]
+    tables = b"".join(w.to_bytes(8, "big") for w in words)
+    toff = np.array([0, 128], np.uint64)
+    scans = []
+    for od, odbad in ((all_vals, all_bad), (view, None)):
+        for be in ("native", "python"):
+            with native.use(be):
+                counts = np.zeros(ncl + 2, np.uint16)
+                stats, dirty = native.l2_scan(tables, toff, np.ones(2, np.uint32), np.ones(2, np.uint32), 16, cb,
+                                              False, False, (ncl + 2) << cb, counts, 65535, od, odbad)
+            scans.append((stats.tolist(), dirty.tolist(), counts.tolist()))
+    assert all(x == scans[0] for x in scans)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from([1, 2, 3]), st.booleans())
+def test_l2_scan_reading_the_file_equals_the_mapped_scan(tmp_path_factory, seed: int, threads: int,
+                                                         short: bool) -> None:
+    """With a file descriptor the native scan preads each table into its thread's buffer (the last table
+    maybe cut short by the end of the file): counters, statistics and classes equal the scan of the
+    file's bytes."""
+    rng = np.random.default_rng(seed)
+    cb, l2e, ncounts = 9, 64, 1 << 18
+    ntables = int(rng.integers(1, 80))
+    n = ntables * l2e
+    c = rng.integers(1, ncounts, n).astype(np.uint64)
+    e = (c << np.uint64(cb)) | (rng.integers(0, 2, n).astype(np.uint64) << np.uint64(63))
+    e[rng.random(n) < 0.2] = 0
+    hit = rng.random(n) < 0.01
+    e[hit] = rng.choice(np.array([1 << 62 | 4096, 1, 2 | 1 << 20], np.uint64), int(hit.sum()))
+    body = e.astype(">u8").tobytes()
+    body = body[:len(body) - int(rng.integers(1, 200))] if short else body
+    path = tmp_path_factory.mktemp("fd") / "tables.bin"
+    path.write_bytes(body)
+    toff = rng.permutation(np.arange(ntables, dtype=np.uint64) * np.uint64(l2e * 8))
+    weight = rng.integers(0, 3, ntables).astype(np.uint32)
+    active = rng.integers(0, 2, ntables).astype(np.uint32)
+    ondisk = rng.choice(np.array([0, 1, 1, 2], np.uint16), ncounts)
+    out = []
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for use_fd in (False, True):
+            counts = np.zeros(ncounts, np.uint16)
+            stats, dirty = native.l2_scan(body, toff, weight, active, l2e, cb, False, False, ncounts << cb, counts,
+                                          65535, ondisk, None, native.ScanScratch(threads), fd=fd if use_fd else -1)
+            out.append((stats.tolist(), dirty.tolist(), counts))
+    finally:
+        os.close(fd)
+    assert out[0][:2] == out[1][:2]
+    np.testing.assert_array_equal(out[0][2], out[1][2])
+
+
+def test_l2_scan_read_error_is_an_imgscope_error(tmp_path) -> None:
+    """A table the kernel cannot read (here: the descriptor is a directory's) fails the scan with a
+    FormatError, not zeros."""
+    from imgscope.errors import FormatError
+    fd = os.open(tmp_path, os.O_RDONLY)
+    try:
+        with pytest.raises(FormatError, match="reading the file failed"):
+            native.l2_scan(bytes(4096), np.zeros(1, np.uint64), np.ones(1, np.uint32), np.ones(1, np.uint32), 64, 9,
+                           False, False, 1 << 20, np.zeros(2048, np.uint16), 65535, np.zeros(2048, np.uint16), None,
+                           native.ScanScratch(1), fd=fd)
+    finally:
+        os.close(fd)
 
 
 @SETTINGS
@@ -310,10 +428,10 @@ def damaged(tmp_path_factory):
     return [p, q, z]
 
 
-def _summary(res):
+def _summary(img, res):
     return (res.qemu_json(), res.exit_code(), res.batches and [
         (b["problem"], b["n"], np.asarray(b.get("host_offset", [])).tolist()) for b in res.batches],
-        res.ondisk.tolist(), res.computed.tolist(), res.needs_rebuild)
+        qcheck.ondisk_array(img, res).tolist(), res.computed.tolist(), res.needs_rebuild)
 
 
 @pytest.mark.parametrize("which", [0, 1, 2])
@@ -322,19 +440,19 @@ def test_fused_check_equals_decoded_path(damaged, which, monkeypatch) -> None:
     got = {}
     for be in ("native", "python"):
         with native.use(be), imgscope.open(path) as img:
-            got[be] = _summary(img.check())
+            got[be] = _summary(img, img.check())
     with imgscope.open(path) as img:  # the decoded-entry path alone (one chunk): the reference
-        got["decoded"] = _summary(qcheck._check(img, None))
+        got["decoded"] = _summary(img, qcheck._check(img, None))
     monkeypatch.setattr(qcheck, "CHUNK_ENTRIES", 512)  # fused chunks of 16 tables, the mapping released often
     with imgscope.open(path) as img:
-        got["small"] = _summary(img.check())
+        got["small"] = _summary(img, img.check())
     monkeypatch.setattr(img.src.__class__, "mapping", lambda self: None)  # tables read with pread instead
     with imgscope.open(path) as img:
-        got["pread"] = _summary(img.check())
+        got["pread"] = _summary(img, img.check())
     assert got["native"][0] if which == 0 else got["native"][1] == 2
     monkeypatch.setattr(qcheck, "_refblocks_at_once", lambda *a: False)  # check_refblocks entry by entry
     with imgscope.open(path) as img:
-        got["loop"] = _summary(img.check())
+        got["loop"] = _summary(img, img.check())
     for k in ("python", "decoded", "small", "pread", "loop"):
         assert got[k][:3] == got["native"][:3], k
         assert got[k][3] == got["native"][3] and got[k][4] == got["native"][4] and got[k][5] == got["native"][5], k
@@ -352,9 +470,9 @@ def test_refblocks_at_once_leaves_findings_to_the_loop(damaged, tmp_path, monkey
         f.seek(rt_off + 8)
         f.write(first.to_bytes(8, "big"))
     with imgscope.open(q) as img:
-        fast = _summary(img.check())
+        fast = _summary(img, img.check())
     monkeypatch.setattr(qcheck, "_refblocks_at_once", lambda *a: False)
     with imgscope.open(q) as img:
-        slow = _summary(img.check())
+        slow = _summary(img, img.check())
     assert "Q2-RT-004" in [b[0] for b in fast[2]] and fast[5]
     assert fast == slow

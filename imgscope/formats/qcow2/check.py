@@ -142,15 +142,17 @@ def _check(img: Any, chunk: int | None) -> CheckResult | None:
     for code, pid in ((native.CMP_ZERO, "Q2-RC-003"), (native.CMP_LOW, "Q2-RC-001"), (native.CMP_HIGH, "Q2-RC-002")):
         idx = idx_all[what == code]
         if len(idx):
-            res.add(pid, len(idx), host_offset=idx.astype(_U) << _U(cb), found=ondisk[idx], expected=computed[idx],
-                    index=idx)
+            res.add(pid, len(idx), host_offset=idx.astype(_U) << _U(cb),
+                    found=native.refcounts_at(ondisk, unreadable, idx)[0], expected=computed[idx], index=idx)
     rebuild = rebuild or bool((what == native.CMP_ZERO).any())
     res.image_end_offset = (last_used + 1) * cs if last_used >= 0 else cs
     res.needs_rebuild = rebuild  # type: ignore[attr-defined]
 
     # -- check_oflag_copied -----------------------------------------------------------------
     _oflag_copied(img, res, w, scan)
-    res.ondisk = ondisk  # type: ignore[attr-defined]
+    if isinstance(ondisk, native.RefView):
+        img.src.release(0, img.src.size)  # the refcount blocks' pages leave this process again
+    res.ondisk_used = (ondisk, unreadable)  # type: ignore[attr-defined]
     res.computed = computed  # type: ignore[attr-defined]
     return res
 
@@ -324,7 +326,9 @@ def _scan_fused(img: Any, res: CheckResult, imrt: _Imrt, slot_weight: np.ndarray
     src = img.src
     mm = src.mapping() if hasattr(src, "mapping") else None
     lb = t.l2_bytes
-    # read (not mapped) tables go through one reused buffer of a few MiB: fresh pages cost more than reading
+    # a file the kernel can read itself: its threads pread each table into a buffer of their own (mapping
+    # the tables costs a page fault per few pages and unmapping them a TLB flush); other sources' tables
+    # go through one reused buffer of a few MiB read here: fresh pages cost more than reading
     per = max(1, CHUNK_ENTRIES * (FUSED_CHUNK_FACTOR if mm is not None else 4) // t.l2e)
     rbuf = bytearray(min(per, len(live)) * lb) if mm is None else None
     frag = np.zeros(3, np.int64)
@@ -343,7 +347,7 @@ def _scan_fused(img: Any, res: CheckResult, imrt: _Imrt, slot_weight: np.ndarray
                 buf, toff = _read_tables(t, offs, rbuf), np.arange(len(offs), dtype=_U) * _U(lb)
             stats, dirty = native.l2_scan(buf, toff, weight32[slots], active32[slots], t.l2e, t.cb,
                                           m.extended_l2, m.has_data_file, imrt.file_size, imrt.counts, imrt.max,
-                                          ondisk, bad, scratch)
+                                          ondisk, bad, scratch, fd=src.fd if mm is not None else -1)
             if stats[4]:
                 return None
             frag += stats[:3]
@@ -365,7 +369,7 @@ def _scan_fused(img: Any, res: CheckResult, imrt: _Imrt, slot_weight: np.ndarray
                 ck = c[k:k + g]
                 _chunk_copied(img, scan, slots[ck], _entries_at(img, buf, toff[ck], int(offs[ck[0]])),
                               active_n[slots[ck]], ondisk, bad)
-            if mm is not None and len(offs):
+            if mm is not None and (dirty != 0).any():  # tables decoded from the mapping
                 src.release(int(offs.min()), int(offs.max()) + lb - int(offs.min()))
     finally:
         imrt.res = res
@@ -504,9 +508,8 @@ def _chunk_copied(img: Any, scan: _Scan, slots: np.ndarray, ent: Any, act: np.nd
             rc2 = np.ones(int(std.sum()), np.int64)
             ok = np.ones(len(rc2), bool)
         else:
-            dc = (host[std] >> _U(t.cb)).astype(np.int64)
-            rc2 = _lookup(ondisk, dc)
-            ok = ~_lookup_mask(bad, dc)
+            rc2, unreadable = native.refcounts_at(ondisk, bad, (host[std] >> _U(t.cb)).astype(np.int64))
+            ok = ~unreadable
         cp = (flags[std] & native.F_COPIED) != 0
         mism = ok & ((rc2 == 1) != cp)
         if mism.any():
@@ -599,9 +602,11 @@ def _ondisk_refcounts(img: Any, n: int, prefetched: bool = False) -> tuple[np.nd
     return vals, bad
 
 
-def _ondisk_prefix(img: Any, res: CheckResult, n: int) -> tuple[np.ndarray, np.ndarray | None]:
+def _ondisk_prefix(img: Any, res: CheckResult, n: int) -> tuple[Any, np.ndarray | None]:
     """On-disk refcounts of clusters [0, n), from the ones the check already read when they cover them."""
     vals, bad = res_refcounts(img, res)
+    if isinstance(vals, native.RefView):
+        return vals, None
     if len(vals) >= n:
         return vals[:n], (bad[:n] if bad is not None and bad[:n].any() else None)
     return _ondisk_refcounts(img, n)
@@ -617,9 +622,8 @@ def _oflag_copied(img: Any, res: CheckResult, w: Any, scan: Any) -> None:
     has = np.flatnonzero(l2off != 0)
     if not len(has):
         return
-    cl = (l2off[has] >> _U(cb)).astype(np.int64)
-    rc = _lookup(ondisk, cl)
-    readable = ~_lookup_mask(bad, cl)
+    rc, unreadable = native.refcounts_at(ondisk, bad, (l2off[has] >> _U(cb)).astype(np.int64))
+    readable = ~unreadable
     copied = (active.entries[has] >> _U(63)) != 0
     mism = readable & ((rc == 1) != copied)
     if mism.any():
@@ -639,36 +643,41 @@ def _oflag_copied(img: Any, res: CheckResult, w: Any, scan: Any) -> None:
                 index=l1i, entry=np.concatenate([r[4] for _, r in rows]))
 
 
-def res_refcounts(img: Any, res: CheckResult) -> tuple[np.ndarray, np.ndarray]:
+def res_refcounts(img: Any, res: CheckResult) -> tuple[Any, np.ndarray | None]:
     return res.ondisk_all if hasattr(res, "ondisk_all") else _ondisk_all(img, res)
 
 
-def _ondisk_all(img: Any, res: CheckResult, prefetched: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """On-disk refcounts for every cluster the refcount table covers (lookups may go past EOF)."""
+def ondisk_array(img: Any, res: CheckResult) -> np.ndarray:
+    """The on-disk refcounts of the clusters the check compared, as an array (the repair's input)."""
+    if not hasattr(res, "ondisk_dense"):
+        ondisk, _ = res.ondisk_used
+        if isinstance(ondisk, native.RefView):
+            ondisk = ondisk.dense(len(res.computed), img.tables.counter_dtype())[0]
+        res.ondisk_dense = ondisk  # type: ignore[attr-defined]
+    return res.ondisk_dense
+
+
+def _ondisk_all(img: Any, res: CheckResult, prefetched: bool = False) -> tuple[Any, np.ndarray | None]:
+    """On-disk refcounts for every cluster the refcount table covers: read in place from the mapped file
+    (a RefView: no copy of them), else gathered into an array and a mask of unreadable ones (lookups
+    may go past EOF)."""
     t = img.tables
-    per_block = t.cs * 8 >> img.meta.refcount_order
     rt = t.reftable()
+    mm = img.src.mapping() if hasattr(img.src, "mapping") else None
+    if mm is not None:
+        if not prefetched:
+            img.src.prefetch((rt & _U(L.REFT_OFFSET_MASK)).tolist(), t.cs)
+        view = native.refview(mm, rt, img.meta.refcount_order, t.cb)
+        if view is not None:
+            res.ondisk_all = (view, None)  # type: ignore[attr-defined]
+            return view, None
+    per_block = t.cs * 8 >> img.meta.refcount_order
     n = len(rt) * per_block
     n = min(n, max(-(-img.src.size // t.cs) + 2, 1) * 4 + per_block)
     # clusters past the last refcount block read as 0 from any lookup: hold only those before it
     nz = np.flatnonzero(rt & _U(L.REFT_OFFSET_MASK))
     n = min(n, max((int(nz[-1]) + 1 if len(nz) else 0) * per_block, -(-img.src.size // t.cs) + 2))
-    vals, bad = _ondisk_refcounts(img, n, prefetched)
+    vals, bad = _ondisk_refcounts(img, n, prefetched or mm is not None)
     res.ondisk_all = (vals, bad)  # type: ignore[attr-defined]
     return vals, bad
 
-
-def _lookup(arr: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    out = np.zeros(len(idx), np.int64)
-    ok = idx < len(arr)
-    out[ok] = arr[idx[ok]].astype(np.int64)
-    return out
-
-
-def _lookup_mask(arr: np.ndarray | None, idx: np.ndarray) -> np.ndarray:
-    out = np.zeros(len(idx), bool)
-    if arr is None:
-        return out
-    ok = idx < len(arr)
-    out[ok] = arr[idx[ok]]
-    return out

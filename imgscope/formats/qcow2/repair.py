@@ -36,7 +36,7 @@ from ...errors import RepairError
 from ...repair import Plan, simulate
 from . import layout as L
 from . import rebuild as rb
-from .check import check_image
+from .check import check_image, ondisk_array
 from .entries import entry_fixes
 from .tables import CHUNK_ENTRIES, _runs
 
@@ -148,7 +148,7 @@ def plan_repair(img: Any, mode: str, allow_data_loss: bool = False, rebuild: boo
 def _refcounts(img: Any, mid: CheckResult, plan: Plan, mode: str,
                rebuild: bool) -> tuple[np.ndarray, list, bool]:
     """Plan the refcount fix: (refcounts after the repair, their writes, whether refcounts are fixed)."""
-    ondisk, computed = mid.ondisk, mid.computed
+    ondisk, computed = ondisk_array(img, mid), mid.computed
     if not (counted(mid, *REFCOUNT_IDS) or mid.needs_rebuild):
         return ondisk.astype(_U), [], False
     if mode == "leaks":
@@ -189,7 +189,7 @@ def _in_place(img: Any, mid: CheckResult, leaks_only: bool) -> tuple[np.ndarray,
     t, m = img.tables, img.meta
     cs, order = t.cs, m.refcount_order
     per_block = cs * 8 >> order
-    new = mid.ondisk.astype(_U).copy()
+    new = ondisk_array(img, mid).astype(_U)
     want = mid.computed.astype(_U)
     wrong = np.flatnonzero(new > want if leaks_only else new != want)
     new[wrong] = want[wrong]
