@@ -136,6 +136,32 @@ static inline __attribute__((always_inline)) uint64_t od_get(const odsrc *s, con
     return be_n(p, s->nb);
 }
 
+/* The 16-bit in-place block a table's lookups were last in: clusters [lo, hi), cluster c at p + 2 * (c - lo). */
+typedef struct {
+    size_t lo, hi;
+    const uint8_t *p;
+} odblock;
+
+/* od_get for a run of mostly ascending clusters: the block of the last lookup is kept in *last */
+static inline __attribute__((always_inline)) uint64_t od_get_near(const odsrc *s, const int OD, odblock *last,
+                                                                 size_t c, int *unreadable)
+{
+    if (OD != 18)
+        return od_get(s, OD, c, unreadable);
+    if (c - last->lo < last->hi - last->lo)
+        return be_n(last->p + 2 * (c - last->lo), 2);
+    uint64_t blk;
+    const uint8_t *p = od_at(s, OD, c, &blk);
+    if (!p) {
+        *unreadable = blk == ISN_RB_BAD;
+        return 0;
+    }
+    last->lo = c >> s->epb << s->epb;
+    last->hi = last->lo + ((size_t)1 << s->epb);
+    last->p = p - 2 * (c - last->lo);  /* the block's start */
+    return be_n(p, 2);
+}
+
 /* saturating add of w references to counter c; returns the refused increments */
 static inline uint64_t add_sat(void *counts, int width, size_t c, uint64_t w, uint64_t maxval)
 {
@@ -429,18 +455,13 @@ static inline __attribute__((always_inline)) int table_fast(
     uint64_t prev = 0;
     int cp = 0, rc = 0;
     size_t j = 0;
+    odblock near = {0, 0, NULL};
+    size_t mine_lo = 0, mine_hi = 0;  /* PAR: the counters of the region this thread owns, last seen */
     for (size_t b = 0; b < l2e; b += 8) {
         const size_t e = l2e - b < 8 ? l2e : b + 8;
         if (e == b + 8) {  /* eight empty entries skipped at once (sparse tables are mostly zeros) */
-            /* hints (never fault), kept inside their arrays: the table's line 1 KiB ahead and, for an
-             * active table, the on-disk refcounts 128 clusters past the last one counted */
+            /* a hint (never faults), kept inside the table: its line 1 KiB ahead */
             __builtin_prefetch(tab + (l2e - b > 128 ? b + 128 : b) * 8);
-            if (ACT) {
-                uint64_t blk;
-                const uint8_t *p = od_at(od, OD, (size_t)(prev >> cb) + 128, &blk);
-                if (p)
-                    __builtin_prefetch(p);
-            }
             uint64_t any = 0;
             for (size_t k = b; k < e; k++) {
                 uint64_t x;
@@ -458,17 +479,24 @@ static inline __attribute__((always_inline)) int table_fast(
             if ((raw & slow_bits) || host - 1 >= limit - 1)  /* host == 0 wraps past limit too */
                 goto take_back;
             const size_t c = (size_t)(host >> cb);
-            uint8_t *p = cell(v, PAR, W_C, c);
-            if (!p) {
-                rc = -1;
-                goto take_back;
+            uint8_t *p = v->counts + c * W_C;
+            if (PAR && c - mine_lo >= mine_hi - mine_lo) {  /* outside the region last claimed */
+                p = cell(v, PAR, W_C, c);
+                if (!p) {
+                    rc = -1;
+                    goto take_back;
+                }
+                if (p == v->counts + c * W_C) {  /* a region this thread owns */
+                    mine_lo = c >> v->rbits << v->rbits;
+                    mine_hi = mine_lo + ((size_t)1 << v->rbits);
+                }
             }
             const uint64_t n = ld(p, W_C);
             if (n > maxval || w > maxval - n)  /* an overflow: its report is table_count's */
                 goto take_back;
             if (ACT) {
                 int unreadable = 0;
-                const uint64_t rc = od_get(od, OD, c, &unreadable);
+                const uint64_t rc = od_get_near(od, OD, &near, c, &unreadable);
                 if (!unreadable && ((rc == 1) != (raw >> 63)))
                     cp = 1;
             }
