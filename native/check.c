@@ -496,8 +496,8 @@ static inline __attribute__((always_inline)) int table_fast(
                 goto take_back;
             if (ACT) {
                 int unreadable = 0;
-                const uint64_t rc = od_get_near(od, OD, &near, c, &unreadable);
-                if (!unreadable && ((rc == 1) != (raw >> 63)))
+                const uint64_t stored = od_get_near(od, OD, &near, c, &unreadable);
+                if (!unreadable && ((stored == 1) != (raw >> 63)))
                     cp = 1;
             }
             st(p, W_C, n + w);
@@ -811,7 +811,7 @@ int64_t isn_l2_scan(const uint8_t *buf, size_t buflen, const uint64_t *toff, con
     if (l2e == 0 || l2e > (1u << 28))
         return ISN_EARG;
     const size_t tb = l2e * (extended ? 16 : 8);
-    if (fd >= 0 && (buf || !tbuf || tbuf_len < tb))
+    if (fd >= 0 ? buf || !tbuf || tbuf_len < tb : !buf && buflen)
         return ISN_EARG;
     if (fd >= 0 && tbuf_len / tb < (size_t)nthreads)  /* a table's buffer per thread, or one thread */
         nthreads = 1;
