@@ -580,11 +580,11 @@ _REFT_OFFSET_MASK = np.uint64(0xFFFFFFFFFFFFFE00)
 class RefView:
     """On-disk refcounts read in place from the refcount blocks in a file's bytes (isn_ondisk of width 0):
     the block of refcount-table index b is at byte ``blk[b]`` of ``buf``, or reads as zeros (RB_NONE) or
-    is unreadable (RB_BAD).  Made by :func:`refview`; the check hands it to l2_scan and refcmp instead of
-    a gathered array (no copy of every refcount)."""
+    is unreadable (RB_BAD), as read from the raw refcount table ``rt``.  Made by :func:`refview`; the check
+    hands it to l2_scan and refcmp instead of a gathered array (no copy of every refcount)."""
 
-    def __init__(self, buf: object, blk: np.ndarray, order: int, cluster_bits: int) -> None:
-        self.buf, self.blk, self.order, self.cluster_bits = buf, blk, order, cluster_bits
+    def __init__(self, buf: object, blk: np.ndarray, rt: np.ndarray, order: int, cluster_bits: int) -> None:
+        self.buf, self.blk, self.rt, self.order, self.cluster_bits = buf, blk, rt, order, cluster_bits
 
     def at(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(refcounts as int64, unreadable mask) of the clusters ``idx``."""
@@ -614,10 +614,8 @@ class RefView:
 
     def dense(self, n: int, dtype: type = np.uint64) -> tuple[np.ndarray, np.ndarray | None]:
         """The refcounts of clusters [0, n) gathered into an array, and their unreadable mask (or None)."""
-        rt = np.where(self.blk == np.uint64(RB_BAD), np.uint64(512),  # an unaligned block: unreadable
-                      np.where(self.blk == np.uint64(RB_NONE), np.uint64(0), self.blk)).astype(np.uint64)
         size = len(memoryview(self.buf).cast("B"))
-        return refblocks_gather(self.buf, size, rt, self.order, self.cluster_bits, n, dtype)
+        return refblocks_gather(self.buf, size, self.rt, self.order, self.cluster_bits, n, dtype)
 
 
 def refview(buf: object, rt: np.ndarray, order: int, cluster_bits: int) -> RefView | None:
@@ -628,13 +626,14 @@ def refview(buf: object, rt: np.ndarray, order: int, cluster_bits: int) -> RefVi
         raise FormatError("refcount blocks", None, _ERRORS[-2])
     cs = np.uint64(1 << cluster_bits)
     size = np.uint64(len(memoryview(buf).cast("B")))
-    off = np.asarray(rt, np.uint64) & _REFT_OFFSET_MASK
+    rt = np.ascontiguousarray(rt, np.uint64)
+    off = rt & _REFT_OFFSET_MASK
     bad = (off != 0) & (off % cs != 0)
     none = (off == 0) | (~bad & (off >= size))
     if (~none & ~bad & (size - np.minimum(off, size) < cs)).any():
         return None
     blk = np.where(bad, np.uint64(RB_BAD), np.where(none, np.uint64(RB_NONE), off)).astype(np.uint64)
-    return RefView(buf, blk, order, cluster_bits)
+    return RefView(buf, blk, rt, order, cluster_bits)
 
 
 def refcounts_at(ondisk: np.ndarray | RefView, bad: np.ndarray | None,

@@ -283,7 +283,7 @@ def _scan_tables(img: Any, res: CheckResult, imrt: _Imrt, slot_weight: np.ndarra
     if chunk is not None and getattr(img.src, "mapping", lambda: None)() is not None \
             and not hasattr(res, "ondisk_all"):
         # cold cache: queue all the metadata reads of the check now (posix_fadvise), the refcount
-        # blocks (gathered first) ahead of the L2 tables, so the disk streams while the blocks are read
+        # blocks (the active tables' COPIED test reads them) ahead of the L2 tables, so the disk streams
         img.src.prefetch((t.reftable() & _U(L.REFT_OFFSET_MASK)).tolist(), t.cs)
         img.src.prefetch(t.slot_offsets[live].tolist(), t.l2_bytes)
         _ondisk_all(img, res, prefetched=True)
